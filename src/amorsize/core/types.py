@@ -1,0 +1,313 @@
+"""The plain, frozen values that flow from MEASURE through PLAN to RUN.
+
+Nothing here reads a clock, touches the disk or starts a process: these are numbers with names.
+
+- :class:`Profile`  — what the dry run measured about ``func`` on the sampled items.
+- :class:`MachineCosts` and :class:`Machine` — what the probe measured about this computer.
+- :class:`Candidate` — one way to run: executor kind, workers, chunk size.
+- :class:`Prediction` — the predicted wall time of a candidate, with its breakdown.
+- :class:`PlanOptions` — the user's knobs that shape the search.
+- :class:`Plan` — the planner's answer: the chosen candidate, the alternatives, reasons and warnings.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+ExecutorKind = Literal["serial", "threads", "processes", "dask"]
+EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("serial", "threads", "processes", "dask")
+
+#: Coefficient of variation above which a workload counts as heterogeneous. The seed's rule
+#: (adaptive chunking note, iteration 10): CV < 0.3 homogeneous, CV > 0.5 heterogeneous.
+HETEROGENEOUS_CV = 0.5
+
+#: CPU time below this fraction of wall time marks an item as waiting (I/O-bound). A sleeping or
+#: network-bound item shows ~0.0; pure Python shows ~1.0; multi-threaded BLAS shows > 1.
+IO_BOUND_CPU_RATIO = 0.5
+
+
+def _mean(values: tuple[float, ...]) -> float:
+    return statistics.fmean(values) if values else 0.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the dry run measured about ``func`` on the sampled items.
+
+    Times are seconds, sizes bytes. Per-item tuples are in input order and all have length
+    ``n_sampled``.
+
+    Attributes:
+        durations: wall time of each sampled call.
+        cpu_times: CPU time of each sampled call (process CPU time, all threads).
+        input_bytes: pickled size of each sampled item.
+        output_bytes: pickled size of each sampled result.
+        serialize_seconds: time to pickle and unpickle each item and its result (parent-side cost).
+        peak_memory_bytes: largest resident-memory growth seen during one call (0 when unknown).
+        total_items: length of the input, or None when it is an iterator of unknown length.
+        thread_speedup: measured speedup of running sampled items on two threads at once versus
+            one after another (≈1.0: holds the GIL; ≈2.0: releases it or waits). None if not probed.
+        pickle_method: how the function and items pickle: ``"pickle"``, ``"cloudpickle"`` or None
+            when neither works (then only serial and threads are possible).
+        blas_threads: the largest thread count of a BLAS/OpenMP library loaded in this process
+            (threadpoolctl), 0 when none is loaded.
+        free_threaded: True on a Python build running without the GIL.
+    """
+
+    durations: tuple[float, ...]
+    cpu_times: tuple[float, ...]
+    input_bytes: tuple[int, ...]
+    output_bytes: tuple[int, ...]
+    serialize_seconds: tuple[float, ...]
+    peak_memory_bytes: int = 0
+    total_items: int | None = None
+    thread_speedup: float | None = None
+    pickle_method: str | None = "pickle"
+    blas_threads: int = 0
+    free_threaded: bool = False
+
+    @property
+    def n_sampled(self) -> int:
+        """How many items the dry run called ``func`` on."""
+        return len(self.durations)
+
+    @property
+    def mean_duration(self) -> float:
+        """Mean wall seconds per item."""
+        return _mean(self.durations)
+
+    @property
+    def max_duration(self) -> float:
+        """Longest sampled item, seconds."""
+        return max(self.durations, default=0.0)
+
+    @property
+    def coefficient_of_variation(self) -> float:
+        """Standard deviation of item durations divided by their mean (0 for < 2 samples)."""
+        if len(self.durations) < 2:
+            return 0.0
+        mean = self.mean_duration
+        if mean <= 0:
+            return 0.0
+        return statistics.pstdev(self.durations) / mean
+
+    @property
+    def is_heterogeneous(self) -> bool:
+        """True when item durations vary enough to matter for load balancing."""
+        return self.coefficient_of_variation > HETEROGENEOUS_CV
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU time over wall time of the sampled calls (≈0 waiting, ≈1 CPU, >1 multi-threaded)."""
+        wall = sum(self.durations)
+        return sum(self.cpu_times) / wall if wall > 0 else 1.0
+
+    @property
+    def is_io_bound(self) -> bool:
+        """True when the items spend most of their time waiting rather than computing."""
+        return self.cpu_ratio < IO_BOUND_CPU_RATIO
+
+    @property
+    def releases_gil(self) -> bool:
+        """True when two threads ran the sampled items clearly faster than one."""
+        return self.thread_speedup is not None and self.thread_speedup >= 1.5
+
+    @property
+    def mean_input_bytes(self) -> float:
+        """Mean pickled size of one item."""
+        return _mean(tuple(float(b) for b in self.input_bytes))
+
+    @property
+    def mean_output_bytes(self) -> float:
+        """Mean pickled size of one result."""
+        return _mean(tuple(float(b) for b in self.output_bytes))
+
+    @property
+    def mean_serialize_seconds(self) -> float:
+        """Mean seconds to pickle and unpickle one item and its result."""
+        return _mean(self.serialize_seconds)
+
+    @property
+    def picklable(self) -> bool:
+        """Whether the function and the items can be sent to another process."""
+        return self.pickle_method is not None
+
+
+@dataclass(frozen=True)
+class MachineCosts:
+    """Measured (or fallback) costs of running work off the calling thread on this machine.
+
+    Attributes:
+        process_startup: seconds to start one worker process with the machine's start method,
+            until it can run a task.
+        process_task_overhead: parent-side seconds per chunk sent to a process pool and collected
+            again, pipelined (the throughput cost, not the one-way latency), for an empty chunk.
+        pipe_bandwidth: bytes per second through the parent↔worker pipe (pickling excluded).
+        thread_startup: seconds to start one worker thread.
+        thread_task_overhead: seconds per chunk submitted to a thread pool and collected.
+        source: ``"measured"`` when probed on this machine, ``"fallback"`` for the built-in defaults.
+    """
+
+    process_startup: float
+    process_task_overhead: float
+    pipe_bandwidth: float
+    thread_startup: float
+    thread_task_overhead: float
+    source: str = "fallback"
+
+    @classmethod
+    def fallback(cls, start_method: str) -> MachineCosts:
+        """Defaults for when measuring is impossible.
+
+        Start-up costs are the seed design's (0.05 s with ``fork``, 0.2 s with ``spawn``; forkserver
+        is between); the per-task and bandwidth figures are typical of a 2020s Linux laptop.
+        """
+        startup = {"fork": 0.05, "forkserver": 0.1}.get(start_method, 0.2)
+        return cls(
+            process_startup=startup,
+            process_task_overhead=100e-6,
+            pipe_bandwidth=500e6,
+            thread_startup=100e-6,
+            thread_task_overhead=20e-6,
+            source="fallback",
+        )
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What this computer offers to a run.
+
+    Attributes:
+        logical_cores: ``os.cpu_count()``.
+        usable_cores: cores this process may really use: min of logical, CPU affinity and the
+            cgroup CPU quota.
+        physical_cores: physical cores (psutil), capped at ``usable_cores``.
+        available_memory: bytes of memory available now, after the cgroup limit.
+        memory_limit: the cgroup memory limit in bytes, or None when there is none.
+        start_method: the multiprocessing start method runs will use.
+        free_threaded: True on a Python build without the GIL.
+        costs: measured or fallback per-worker and per-task costs.
+    """
+
+    logical_cores: int
+    usable_cores: int
+    physical_cores: int
+    available_memory: int
+    memory_limit: int | None
+    start_method: str
+    free_threaded: bool
+    costs: MachineCosts
+
+    def describe(self) -> str:
+        """One line for humans, e.g. ``2 usable cores (2 physical, 2 logical), 22.9 GiB free, fork``."""
+        return (
+            f"{self.usable_cores} usable cores ({self.physical_cores} physical, "
+            f"{self.logical_cores} logical), {self.available_memory / 2**30:.1f} GiB available, "
+            f"start method {self.start_method}, costs {self.costs.source}"
+        )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run: which executor, how many workers, how many items per chunk."""
+
+    executor: ExecutorKind
+    n_jobs: int
+    chunksize: int
+
+    def __str__(self) -> str:
+        if self.executor == "serial":
+            return "serial"
+        return f"{self.executor} × {self.n_jobs}, chunks of {self.chunksize}"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted wall time of one candidate, and where the time goes (seconds).
+
+    ``total == startup + dispatch + transfer + compute + imbalance``.
+    """
+
+    candidate: Candidate
+    startup: float
+    dispatch: float
+    transfer: float
+    compute: float
+    imbalance: float
+
+    @property
+    def total(self) -> float:
+        """Predicted wall time, seconds."""
+        return self.startup + self.dispatch + self.transfer + self.compute + self.imbalance
+
+    def breakdown(self) -> Mapping[str, float]:
+        """The five parts by name, in a fixed order."""
+        return {
+            "startup": self.startup,
+            "dispatch": self.dispatch,
+            "transfer": self.transfer,
+            "compute": self.compute,
+            "imbalance": self.imbalance,
+        }
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The user's knobs that shape the planner's search.
+
+    Attributes:
+        target_chunk_duration: seconds one chunk should take; the upper end of chunk sizes tried.
+        n_items: how many items remain to run (after the dry run); None when unknown (a stream).
+        max_workers: upper bound on workers for any executor (None: decided from the machine).
+        executor: force one executor kind (None: choose).
+        n_jobs: force a worker count (None: search).
+        chunksize: force a chunk size (None: search).
+        min_speedup: predicted speedup a parallel plan must reach over serial to be recommended;
+            below it the plan stays serial (the gain would be within measurement noise).
+        warm_workers: workers of each kind already running in reusable pools (their start-up is paid).
+        assumed_stream_items: how many items to plan for when ``n_items`` is None.
+    """
+
+    target_chunk_duration: float = 0.2
+    n_items: int | None = None
+    max_workers: int | None = None
+    executor: ExecutorKind | None = None
+    n_jobs: int | None = None
+    chunksize: int | None = None
+    min_speedup: float = 1.2
+    warm_workers: Mapping[str, int] = field(default_factory=dict)
+    assumed_stream_items: int = 10_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's answer.
+
+    Attributes:
+        candidate: the chosen way to run.
+        prediction: its predicted time and breakdown.
+        serial: the predicted time of running serially, for comparison.
+        alternatives: the best prediction of each other executor kind considered (and a few
+            neighbouring worker counts), cheapest first.
+        reasons: short sentences saying why this plan was chosen.
+        warnings: things the user should know (memory ceiling hit, unpicklable function, …).
+    """
+
+    candidate: Candidate
+    prediction: Prediction
+    serial: Prediction
+    alternatives: tuple[Prediction, ...] = ()
+    reasons: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def estimated_speedup(self) -> float:
+        """Predicted serial time over predicted time of the chosen plan (1.0 for serial)."""
+        total = self.prediction.total
+        if total <= 0 or not math.isfinite(total):
+            return 1.0
+        return self.serial.total / total
