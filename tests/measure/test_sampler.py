@@ -1,0 +1,268 @@
+"""The dry run: data kept, errors named, timings honest, sampling adaptive, GIL release measured."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from amorsize.errors import ConfigurationError, SamplingError
+from amorsize.measure.sampler import MAX_SAMPLES, Sample, global_state_caveats, sample
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def allocating(x: int) -> int:
+    """About 2–5 ms of allocation-heavy work: the case tracemalloc slowed 40–150×."""
+    chunks = [bytes(1000) + bytes([i % 256]) for i in range(4000)]
+    return len(chunks) + x
+
+
+class FakeClock:
+    """A clock whose every read advances by ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class TestDataIsKept:
+    def test_list_results_and_data(self) -> None:
+        data = list(range(50))
+        s = sample(square, data, probe_threads=False)
+        assert s.results == tuple(x * x for x in data[: s.n_done])
+        assert s.data() is data
+        assert list(s.rest()) == data[s.n_done :]
+
+    def test_range(self) -> None:
+        s = sample(square, range(10), probe_threads=False)
+        assert s.profile.total_items == 10
+        assert list(s.data()) == list(range(10))
+
+    def test_generator_keeps_every_item_in_order(self) -> None:
+        def gen() -> Iterator[int]:
+            yield from range(1000)
+
+        s = sample(square, gen())
+        assert s.profile.total_items is None
+        assert list(s.data()) == list(range(1000))
+
+    def test_rest_of_generator_follows_the_sample(self) -> None:
+        s = sample(square, iter(range(1000)))
+        assert list(s.rest()) == list(range(s.n_done, 1000))
+
+    def test_infinite_iterator_is_not_materialised(self) -> None:
+        s = sample(square, itertools.count())
+        assert s.n_done <= MAX_SAMPLES + 2 * 64
+        head = list(itertools.islice(s.data(), s.n_done + 5))
+        assert head == list(range(s.n_done + 5))
+
+    def test_empty(self) -> None:
+        s = sample(square, [])
+        assert s.n_done == 0
+        assert s.profile.n_sampled == 0
+        assert list(s.data()) == []
+
+    def test_fewer_items_than_sample_size(self) -> None:
+        s = sample(square, [3, 4])
+        assert s.results == (9, 16)
+        assert list(s.rest()) == []
+
+
+class TestErrors:
+    def test_failing_item_names_its_index_and_chains(self) -> None:
+        def fails_on_three(x: int) -> int:
+            if x == 3:
+                raise KeyError("boom")
+            return x
+
+        with pytest.raises(SamplingError) as info:
+            sample(fails_on_three, range(10), probe_threads=False)
+        assert info.value.index == 3
+        assert isinstance(info.value.__cause__, KeyError)
+        assert "item 3" in str(info.value) and "KeyError" in str(info.value)
+        assert info.value.__cause__.__traceback__ is not None
+
+    def test_failing_item_in_the_thread_probe(self) -> None:
+        def fails_late(x: int) -> int:
+            if x == 9:
+                raise ValueError("late")
+            time.sleep(0.001)
+            return x
+
+        with pytest.raises(SamplingError) as info:
+            sample(fails_late, range(100), sample_size=2)
+        assert info.value.index == 9
+
+    @pytest.mark.parametrize("bad", [None, 3, "not callable"])
+    def test_not_callable(self, bad: Any) -> None:
+        with pytest.raises(ConfigurationError, match="callable"):
+            sample(bad, [1])
+
+    def test_not_iterable(self) -> None:
+        with pytest.raises(ConfigurationError, match="iterable"):
+            sample(square, 42)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+    def test_bad_sample_size(self, bad: Any) -> None:
+        with pytest.raises(ConfigurationError, match="sample_size"):
+            sample(square, [1], sample_size=bad)
+
+
+class TestPickling:
+    def test_plain_function_pickles(self) -> None:
+        assert sample(square, range(5)).profile.pickle_method == "pickle"
+
+    def test_lambda_needs_cloudpickle(self) -> None:
+        s = sample(lambda x: x + 1, range(5))
+        assert s.profile.pickle_method == "cloudpickle"
+        assert any("cloudpickle" in w for w in s.warnings)
+
+    def test_unpicklable_function_falls_back_with_a_reason(self) -> None:
+        lock = threading.Lock()
+
+        def uses_lock(x: int) -> int:
+            with lock:
+                return x
+
+        s = sample(uses_lock, range(5))
+        assert s.profile.pickle_method is None
+        assert not s.profile.picklable
+        assert any("cannot be pickled" in w for w in s.warnings)
+
+    def test_unpicklable_results(self) -> None:
+        s = sample(lambda x: threading.Lock(), range(3))
+        assert s.profile.pickle_method is None
+        assert any("result" in w and "lock" in w.lower() for w in s.warnings)
+
+    def test_sizes_are_measured(self) -> None:
+        s = sample(lambda x: b"x" * 10_000, [b"y" * 1000] * 5, probe_threads=False)
+        assert 1000 <= s.profile.mean_input_bytes < 1200
+        assert 10_000 <= s.profile.mean_output_bytes < 10_200
+
+
+class TestAdaptiveSampling:
+    def test_heavy_items_stop_after_one(self) -> None:
+        # Each call "takes" 0.15 s (two clock reads per call → step 0.075): the original tool's worst case.
+        s = sample(square, range(8), clock=FakeClock(0.075), probe_threads=False)
+        assert s.profile.n_sampled == 1
+
+    def test_cheap_items_reach_sample_size(self) -> None:
+        s = sample(square, range(10_000), sample_size=5, clock=FakeClock(0.0005), probe_threads=False)
+        assert s.profile.n_sampled >= 5
+
+    def test_fast_items_get_more_samples(self) -> None:
+        s = sample(square, range(100_000), sample_size=5, probe_threads=False)
+        assert s.profile.n_sampled > 5
+
+    def test_varied_durations_get_more_samples(self) -> None:
+        durations = itertools.cycle([0.0001, 0.002])
+
+        def varied(x: int) -> int:
+            time.sleep(next(durations))
+            return x
+
+        s = sample(varied, range(10_000), sample_size=5, probe_threads=False)
+        assert s.profile.n_sampled > 5
+        assert s.profile.is_heterogeneous
+
+
+@pytest.mark.wallclock
+class TestMeasurement:
+    def test_timing_is_not_distorted(self) -> None:
+        direct = []
+        for x in range(5):
+            start = time.perf_counter()
+            allocating(x)
+            direct.append(time.perf_counter() - start)
+        s = sample(allocating, range(20), sample_size=5, probe_threads=False)
+        assert s.profile.mean_duration < 3 * sorted(direct)[2]
+
+    def test_peak_memory(self) -> None:
+        def big(x: int) -> int:
+            block = bytearray(60_000_000)
+            block[::4096] = b"\x01" * len(block[::4096])
+            return len(block) + x
+
+        s = sample(big, range(3), probe_threads=False)
+        assert s.profile.peak_memory_bytes > 40_000_000
+
+    def test_sleep_is_io_bound_and_overlaps_on_threads(self) -> None:
+        def wait(x: int) -> int:
+            time.sleep(0.004)
+            return x
+
+        s = sample(wait, range(100))
+        assert s.profile.is_io_bound
+        assert s.profile.releases_gil
+
+    def test_pure_python_holds_the_gil(self) -> None:
+        def spin(x: int) -> int:
+            total = 0
+            for i in range(30_000):
+                total += i
+            return total
+
+        s = sample(spin, range(100))
+        assert s.profile.cpu_ratio > 0.7
+        assert s.profile.thread_speedup is not None and not s.profile.releases_gil
+
+    def test_hashlib_releases_the_gil(self) -> None:
+        payload = b"x" * 4_000_000
+
+        def digest(x: int) -> str:
+            return hashlib.sha256(payload).hexdigest()
+
+        # Other processes on a 2-core machine can take the second core: best of three probes.
+        profiles = [sample(digest, range(100)).profile for _ in range(3)]
+        assert all(p.cpu_ratio > 0.7 for p in profiles)
+        assert any(p.releases_gil for p in profiles), [(p.thread_speedup, p.durations) for p in profiles]
+
+
+COUNTER = [0]
+SETTINGS: dict[str, int] = {"scale": 2}
+
+
+def writes_global(x: int) -> int:
+    global COUNTER
+    COUNTER = [x]
+    return x
+
+
+def reads_mutable_global(x: int) -> int:
+    return x * SETTINGS["scale"]
+
+
+class TestGlobalState:
+    def test_writing_a_global_is_named(self) -> None:
+        (caveat,) = global_state_caveats(writes_global)
+        assert "COUNTER" in caveat and "lost" in caveat
+
+    def test_reading_a_mutable_global_is_named(self) -> None:
+        (caveat,) = global_state_caveats(reads_mutable_global)
+        assert "SETTINGS" in caveat and "spawn" in caveat
+
+    def test_pure_function_has_none(self) -> None:
+        assert global_state_caveats(square) == ()
+        assert global_state_caveats(len) == ()
+
+    def test_sample_reports_them(self) -> None:
+        s = sample(reads_mutable_global, range(5))
+        assert s.process_caveats
+
+
+def test_sample_repr_is_readable() -> None:
+    s = sample(square, range(3))
+    assert isinstance(s, Sample)
+    assert "Profile(" in repr(s)
