@@ -1,0 +1,360 @@
+"""The thread backend: ``n_workers`` daemon threads of this process run the chunks.
+
+Flow::
+
+    runner ──submit──► _queue (deque + Condition) ──► worker thread k ──► func(item) per item
+       ▲                                                   │  (claims the job under job.lock
+       │                                                   │   after each item)
+       └──────────── Future[ChunkOutcome] ◄────────────────┤
+                                                           │
+    watchdog thread (only while a chunk with item_timeout runs): every WATCH_INTERVAL it claims a
+    job whose current item is over time, resolves its future with ItemTimeoutError, abandons the
+    stuck thread and starts a replacement.
+
+Why not ``concurrent.futures.ThreadPoolExecutor``: its threads are joined at interpreter exit, so one
+hung item would keep the program from exiting; ours are daemon threads.
+
+A thread cannot be killed. An item that times out keeps running in its abandoned thread until it
+returns by itself; its result is then dropped and the thread exits. ``abort()`` does the same to every
+busy thread: their chunks resolve at once (``CancelledError``), the items they were running finish in
+the background, and the rest of those chunks is not started (threads check between items).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from concurrent.futures import CancelledError, Future
+from types import TracebackType
+from typing import Any
+
+from amorsize.core.types import ExecutorKind
+from amorsize.errors import ConfigurationError, ItemTimeoutError
+from amorsize.run.backend import ChunkOutcome, ChunkTask, ItemFailure
+from amorsize.run.backends.serial import format_failure
+
+__all__ = ["ThreadBackend"]
+
+#: Seconds between two checks of the watchdog while a chunk with a timeout runs. The contract asks
+#: for timeouts to be noticed within ~0.1 s; 0.05 s costs ~20 wake-ups per second, only while
+#: timed chunks run.
+WATCH_INTERVAL = 0.05
+
+#: Seconds ``close()`` waits for idle threads to exit; they exit within microseconds of being told,
+#: so this only bounds the wait when one is still busy in an item (it is abandoned, being daemon).
+CLOSE_JOIN_TIMEOUT = 0.5
+
+
+class _Job:
+    """One submitted chunk and its progress, shared by a worker thread and the watchdog."""
+
+    __slots__ = (
+        "claimed",
+        "cpu_started",
+        "failures",
+        "future",
+        "item_started",
+        "lock",
+        "pos",
+        "results",
+        "started",
+        "task",
+    )
+
+    def __init__(self, task: ChunkTask, future: Future[ChunkOutcome]) -> None:
+        self.task = task
+        self.future = future
+        self.lock = threading.Lock()
+        self.claimed = False  # set by whoever resolves the future (worker, watchdog, abort)
+        self.pos = -1  # position of the item running now
+        self.results: list[Any] = []  # appended by the worker thread only
+        self.failures: list[ItemFailure] = []
+        self.item_started = 0.0
+        self.started = 0.0
+        self.cpu_started = 0.0
+
+
+class _Worker:
+    """A worker thread's identity, its current job, and whether it was abandoned."""
+
+    __slots__ = ("abandoned", "job", "name", "thread")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.job: _Job | None = None
+        self.abandoned = False
+        self.thread: threading.Thread | None = None
+
+
+class ThreadBackend:
+    """Runs chunks on ``n_workers`` daemon threads.
+
+    Args:
+        n_workers: how many threads (>= 1).
+
+    Raises:
+        ConfigurationError: ``n_workers`` < 1.
+    """
+
+    kind: ExecutorKind = "threads"
+
+    def __init__(self, n_workers: int) -> None:
+        if n_workers < 1:
+            raise ConfigurationError(f"n_workers must be >= 1 (got {n_workers})")
+        self._n_workers = n_workers
+        self._lock = threading.Lock()
+        self._work_ready = threading.Condition(self._lock)
+        self._queue: deque[_Job] = deque()
+        self._workers: list[_Worker] = []
+        self._closed = False
+        self._names = itertools.count()
+        self._timed_running = threading.Event()  # set while a chunk with item_timeout may be running
+        self._watchdog: threading.Thread | None = None
+        with self._lock:
+            for _ in range(n_workers):
+                self._start_worker()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def n_workers(self) -> int:
+        """How many chunks can run at the same time."""
+        return self._n_workers
+
+    @property
+    def idle_workers(self) -> int:
+        """Threads waiting for a chunk right now."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.job is None) if not self._closed else 0
+
+    def submit(self, task: ChunkTask) -> Future[ChunkOutcome]:
+        """Queue one chunk for the next free thread.
+
+        Args:
+            task: the chunk.
+
+        Returns:
+            A future resolved with the chunk's outcome (cancelled if the backend is closed, aborted
+            before the chunk started, or aborted while it ran: then ``result()`` raises
+            ``CancelledError``).
+        """
+        future: Future[ChunkOutcome] = Future()
+        with self._lock:
+            if self._closed:
+                future.cancel()
+                return future
+            self._queue.append(_Job(task, future))
+            self._work_ready.notify()
+        return future
+
+    def abort(self) -> None:
+        """Cancel queued chunks, resolve running ones with ``CancelledError`` and replace busy threads.
+
+        The items those threads are running finish in the background; their results are dropped.
+        """
+        with self._lock:
+            cancelled = self._abort_locked()
+        for job in cancelled:
+            job.future.set_exception(CancelledError())
+
+    def close(self) -> None:
+        """Abort all work and stop every thread. Idempotent.
+
+        Idle threads exit at once; a thread stuck in an item is left to finish it (it is a daemon
+        thread and will not keep the interpreter alive).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            cancelled = self._abort_locked(replace=False)
+            threads = [w.thread for w in self._workers if w.thread is not None]
+            self._workers.clear()
+            self._work_ready.notify_all()
+        self._timed_running.set()  # wake the watchdog so it sees _closed
+        for job in cancelled:
+            job.future.set_exception(CancelledError())
+        deadline = time.monotonic() + CLOSE_JOIN_TIMEOUT
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> ThreadBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ThreadBackend(n_workers={self._n_workers}, closed={self._closed})"
+
+    # -- internals (called with self._lock held unless said otherwise) ---------------------------
+
+    def _start_worker(self) -> None:
+        worker = _Worker(f"thread:{next(self._names)}")
+        thread = threading.Thread(
+            target=self._work, args=(worker,), name=f"amorsize-{worker.name}", daemon=True
+        )
+        worker.thread = thread
+        self._workers.append(worker)
+        thread.start()
+
+    def _abandon(self, worker: _Worker, *, replace: bool) -> None:
+        worker.abandoned = True
+        self._workers.remove(worker)
+        if replace and not self._closed:
+            self._start_worker()
+
+    def _abort_locked(self, *, replace: bool = True) -> list[_Job]:
+        """Cancel queued jobs, claim running ones; return the claimed jobs to fail outside the lock."""
+        for queued in self._queue:
+            queued.future.cancel()
+        self._queue.clear()
+        claimed: list[_Job] = []
+        for worker in list(self._workers):
+            job = worker.job
+            if job is None:
+                continue
+            with job.lock:
+                if job.claimed:
+                    continue
+                job.claimed = True
+            claimed.append(job)
+            self._abandon(worker, replace=replace)
+        return claimed
+
+    def _next_job(self, worker: _Worker) -> _Job | None:
+        """Block until a job is queued (None: this thread must exit). Called without the lock."""
+        with self._lock:
+            worker.job = None
+            while True:
+                if self._closed or worker.abandoned:
+                    return None
+                if self._queue:
+                    job = self._queue.popleft()
+                    if job.future.set_running_or_notify_cancel():
+                        worker.job = job
+                        return job
+                    continue
+                self._work_ready.wait()
+
+    def _work(self, worker: _Worker) -> None:
+        """A worker thread's loop (runs without the lock)."""
+        while (job := self._next_job(worker)) is not None:
+            outcome = self._run(job, worker)
+            if outcome is not None:
+                job.future.set_result(outcome)
+
+    def _run(self, job: _Job, worker: _Worker) -> ChunkOutcome | None:
+        """Run the items of ``job``; None when someone else (watchdog, abort) claimed it meanwhile."""
+        task = job.task
+        func = task.func.func
+        results = job.results
+        failures = job.failures
+        if task.item_timeout is not None:
+            self._ensure_watchdog()
+            self._timed_running.set()
+        job.started = time.perf_counter()
+        job.cpu_started = time.thread_time()
+        stop = False
+        for pos, item in enumerate(task.items):
+            with job.lock:
+                if job.claimed:
+                    return None
+                job.pos = pos
+                job.item_started = time.monotonic()
+            try:
+                result = func(item)
+            except BaseException as error:  # not the main thread: no Ctrl-C; SystemExit is an item failure
+                result = None
+                failures.append(format_failure(task.start + pos, error))
+                stop = task.stop_on_error
+            results.append(result)
+            if stop:
+                break
+        with job.lock:
+            if job.claimed:
+                return None
+            job.claimed = True
+        return ChunkOutcome(
+            chunk_id=task.chunk_id,
+            start=task.start,
+            results=results,
+            failures=tuple(failures),
+            n_done=len(results),
+            duration=time.perf_counter() - job.started,
+            cpu_time=time.thread_time() - job.cpu_started,
+            worker=worker.name,
+        )
+
+    def _ensure_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is None and not self._closed:
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="amorsize-thread-watchdog", daemon=True
+                )
+                self._watchdog.start()
+
+    def _watch(self) -> None:
+        """The watchdog loop: time out stuck items (runs without the lock)."""
+        while True:
+            self._timed_running.wait()
+            if self._closed:
+                return
+            time.sleep(WATCH_INTERVAL)
+            expired: list[tuple[_Job, _Worker, int]] = []
+            any_timed = False
+            now = time.monotonic()
+            with self._lock:
+                for worker in list(self._workers):
+                    job = worker.job
+                    if job is None or job.task.item_timeout is None:
+                        continue
+                    any_timed = True
+                    with job.lock:
+                        if job.claimed or job.pos < 0 or now - job.item_started <= job.task.item_timeout:
+                            continue
+                        job.claimed = True
+                        pos = job.pos
+                    expired.append((job, worker, pos))
+                    self._abandon(worker, replace=True)
+                if not any_timed:
+                    self._timed_running.clear()
+            for job, worker, pos in expired:
+                job.future.set_result(_timed_out(job, worker, pos))
+
+
+def _timed_out(job: _Job, worker: _Worker, pos: int) -> ChunkOutcome:
+    """The outcome of a job whose item at ``pos`` ran over time (results before it are kept).
+
+    The job was claimed after its worker published ``pos`` under ``job.lock``, so every result and
+    failure of the items before ``pos`` was appended before; the abandoned thread may still append
+    the late result of ``pos`` itself, which the slice leaves out.
+    """
+    task = job.task
+    assert task.item_timeout is not None
+    index = task.start + pos
+    results = [*job.results[:pos], None]
+    failures = [f for f in job.failures if f.index < index]
+    failures.append(ItemFailure(index, ItemTimeoutError(index, task.item_timeout)))
+    return ChunkOutcome(
+        chunk_id=task.chunk_id,
+        start=task.start,
+        results=results,
+        failures=tuple(failures),
+        n_done=pos + 1,
+        duration=time.perf_counter() - job.started,
+        cpu_time=0.0,
+        worker=worker.name,
+    )

@@ -1,0 +1,650 @@
+"""Backends against the contract of ``amorsize.run.backend``: real threads, real processes, real signals.
+
+Every test has a hard time limit so that a deadlock fails instead of hanging. Assertions on elapsed
+time are generous (a loaded CI machine is slow); the figures measured on a quiet machine are in the
+backends' report.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # spawned workers import the test functions from here
+    sys.path.insert(0, str(HERE))
+
+import workfuncs  # noqa: E402
+
+from amorsize.errors import ItemTimeoutError, WorkerDiedError  # noqa: E402
+from amorsize.run import pools  # noqa: E402
+from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask, FunctionRef  # noqa: E402
+from amorsize.run.backends.processes import ProcessBackend, RemoteError, RemoteTraceback  # noqa: E402
+from amorsize.run.backends.serial import SerialBackend  # noqa: E402
+from amorsize.run.backends.threads import ThreadBackend  # noqa: E402
+
+KINDS = ("serial", "threads", "processes")
+
+
+def make(kind: str, n_workers: int = 2, **kwargs: Any) -> Backend:
+    """A fresh backend of ``kind`` (processes: fork unless a start method is given)."""
+    if kind == "serial":
+        return SerialBackend()
+    if kind == "threads":
+        return ThreadBackend(n_workers)
+    kwargs.setdefault("start_method", "fork")
+    return ProcessBackend(n_workers, **kwargs)
+
+
+def run(
+    backend: Backend,
+    items: Sequence[Any],
+    func: Callable[[Any], Any] | FunctionRef = workfuncs.behave,
+    *,
+    start: int = 0,
+    timeout: float = 10.0,
+    **kwargs: Any,
+) -> ChunkOutcome:
+    """Submit one chunk and wait for its outcome."""
+    ref = func if isinstance(func, FunctionRef) else FunctionRef.create(func)
+    return backend.submit(ChunkTask(0, start, list(items), ref, **kwargs)).result(timeout)
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live (not zombie) process."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def reaped(pid: int) -> bool:
+    """True once ``pid`` (a child of this process) is gone for good: dead and waited for, no zombie."""
+    return not psutil.pid_exists(pid)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def running_pid(backend: ProcessBackend, timeout: float = 5.0) -> int:
+    """The pid of the worker that has started an item (via the shared slot), for external kills."""
+    found: list[int] = []
+
+    def started() -> bool:
+        with backend._pool.lock:
+            for worker in backend._pool.workers:
+                if worker.jobs and worker.where()[1] >= 0 and worker.where()[0] == worker.jobs[0].task_no:
+                    found.append(worker.pid)
+                    return True
+        return False
+
+    assert wait_until(started, timeout), "no worker started its item"
+    return found[0]
+
+
+def busy_pids(backend: ProcessBackend) -> set[int]:
+    """Pids of the workers holding a chunk."""
+    with backend._pool.lock:
+        return {worker.pid for worker in backend._pool.workers if worker.jobs}
+
+
+@pytest.fixture(params=KINDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Each backend kind in turn, closed afterwards."""
+    instance = make(request.param)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[ProcessBackend]:
+    """A two-worker fork process backend, ready."""
+    instance = ProcessBackend(2, start_method="fork")
+    assert instance.wait_ready(10)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+class TestContract:
+    """What every backend guarantees."""
+
+    @pytest.mark.timeout(20)
+    def test_results_in_order(self, backend: Backend) -> None:
+        outcome = run(backend, range(50), workfuncs.square, start=100)
+        assert outcome.results == [x * x for x in range(50)]
+        assert (outcome.n_done, outcome.failures, outcome.start) == (50, (), 100)
+        assert outcome.duration >= 0 and outcome.cpu_time >= 0 and outcome.worker
+
+    @pytest.mark.timeout(20)
+    def test_empty_chunk(self, backend: Backend) -> None:
+        outcome = run(backend, [])
+        assert (outcome.results, outcome.n_done, outcome.failures) == ([], 0, ())
+
+    @pytest.mark.timeout(20)
+    def test_many_chunks_in_flight(self, backend: Backend) -> None:
+        ref = FunctionRef.create(workfuncs.square)
+        futures = [backend.submit(ChunkTask(i, 10 * i, list(range(i, i + 10)), ref)) for i in range(40)]
+        for i, future in enumerate(futures):
+            outcome = future.result(10)
+            assert (outcome.chunk_id, outcome.start) == (i, 10 * i)
+            assert outcome.results == [x * x for x in range(i, i + 10)]
+
+    @pytest.mark.timeout(20)
+    def test_item_exceptions_keep_going(self, backend: Backend) -> None:
+        outcome = run(backend, [2, 3, 4, 5], workfuncs.fail_on_odd, start=10, stop_on_error=False)
+        assert outcome.n_done == 4
+        assert outcome.results == [2, None, 4, None]
+        assert [f.index for f in outcome.failures] == [11, 13]
+        for failure in outcome.failures:
+            assert isinstance(failure.error, workfuncs.ItemBoom)
+            assert "ItemBoom" in failure.traceback and "fail_on_odd" in failure.traceback
+        if backend.kind == "processes":
+            cause = outcome.failures[0].error.__cause__
+            assert isinstance(cause, RemoteTraceback)
+            assert "fail_on_odd" in str(cause) and "odd item 3" in str(cause)
+
+    @pytest.mark.timeout(20)
+    def test_stop_on_error(self, backend: Backend) -> None:
+        outcome = run(backend, [2, 3, 4, 5], workfuncs.fail_on_odd, start=10, stop_on_error=True)
+        assert outcome.n_done == 2
+        assert outcome.results == [2, None]
+        assert [f.index for f in outcome.failures] == [11]
+
+    @pytest.mark.timeout(20)
+    def test_system_exit_in_item_is_a_failure(self, backend: Backend) -> None:
+        if backend.kind == "serial":
+            pytest.skip("serial lets SystemExit propagate: it is the program exiting")
+        outcome = run(backend, [("system-exit", 4), 1], stop_on_error=False)
+        assert outcome.results == [None, 1]
+        assert isinstance(outcome.failures[0].error, SystemExit)
+
+    @pytest.mark.timeout(20)
+    def test_closures_and_lambdas(self, backend: Backend) -> None:
+        offset = 7
+        outcome = run(backend, [1, 2], lambda x: x + offset)
+        assert outcome.results == [8, 9]
+
+    @pytest.mark.timeout(20)
+    def test_submit_after_close_is_cancelled(self, backend: Backend) -> None:
+        backend.close()
+        backend.close()  # idempotent
+        future = backend.submit(ChunkTask(0, 0, [1], FunctionRef.create(workfuncs.square)))
+        with pytest.raises(CancelledError):
+            future.result(5)
+
+    @pytest.mark.timeout(20)
+    def test_n_workers(self, backend: Backend) -> None:
+        assert backend.n_workers == (1 if backend.kind == "serial" else 2)
+
+
+class TestProcessPickling:
+    """What cannot travel between processes fails its item, not the worker."""
+
+    @pytest.mark.timeout(20)
+    def test_unpicklable_result(self, processes: ProcessBackend) -> None:
+        pids = processes.worker_pids()
+        outcome = run(processes, [1, ("lock", 0), ("lambda", 5), 4], start=20, stop_on_error=False)
+        assert outcome.n_done == 4
+        assert outcome.results[0] == 1 and outcome.results[3] == 4
+        assert outcome.results[2]() == 5  # plain pickle fails on a lambda: cloudpickle carries it
+        [failure] = outcome.failures
+        assert failure.index == 21
+        assert "_thread.lock" in str(failure.error) and "cannot be pickled" in str(failure.error)
+        assert processes.worker_pids() == pids  # no worker died for it
+
+    @pytest.mark.timeout(20)
+    def test_unpicklable_result_streamed(self, processes: ProcessBackend) -> None:
+        outcome = run(processes, [1, ("lock", 0), 3], stop_on_error=False, item_timeout=10)
+        assert outcome.results == [1, None, 3]
+        assert "_thread.lock" in str(outcome.failures[0].error)
+
+    @pytest.mark.timeout(20)
+    def test_exceptions_that_cannot_travel(self, processes: ProcessBackend) -> None:
+        items = [("unpicklable-error", 0), ("two-args-error", 0)]
+        outcome = run(processes, items, stop_on_error=False)
+        first, second = (f.error for f in outcome.failures)
+        assert isinstance(first, RemoteError) and type(first).__name__ == "Unpicklable"
+        assert "cannot travel" in str(first)
+        assert isinstance(second, RemoteError) and type(second).__name__ == "NeedsTwoArgs"
+        assert isinstance(first.__cause__, RemoteTraceback) and "behave" in str(first.__cause__)
+
+    @pytest.mark.timeout(20)
+    def test_unpicklable_items_fail_the_chunk(self, processes: ProcessBackend) -> None:
+        outcome = run(processes, [1, threading.Lock()], start=5)
+        assert outcome.n_done == 2
+        assert [f.index for f in outcome.failures] == [5, 6]
+        assert "cannot be sent to a worker process" in str(outcome.failures[0].error)
+
+    @pytest.mark.timeout(20)
+    def test_function_cache_eviction(self, processes: ProcessBackend) -> None:
+        refs = [FunctionRef.create(lambda x, k=k: x + k) for k in range(12)]  # > FUNCTION_CACHE_SIZE
+        for _ in range(2):
+            for k, ref in enumerate(refs):
+                assert run(processes, [1], ref).results == [1 + k]
+
+    @pytest.mark.timeout(20)
+    def test_function_sent_once_per_worker(self, tmp_path: Path) -> None:
+        record = tmp_path / "loads"
+        ref = FunctionRef.create(workfuncs.CountedLoads(str(record)))
+        with ProcessBackend(1, start_method="fork") as backend:
+            for i in range(5):
+                assert run(backend, [i], ref).results == [i * i]
+        assert len(record.read_text().split()) == 1
+
+    @pytest.mark.timeout(20)
+    def test_large_chunks_and_results(self, processes: ProcessBackend) -> None:
+        big = [bytes(200_000)] * 5  # 1 MB: written by the sender thread, not inline
+        futures = [processes.submit(ChunkTask(i, 0, big, FunctionRef.create(len))) for i in range(6)]
+        for future in futures:
+            assert future.result(20).results == [200_000] * 5
+        outcome = run(processes, [1_000_000], lambda n: bytes(n))
+        assert len(outcome.results[0]) == 1_000_000
+
+    @pytest.mark.timeout(20)
+    def test_large_and_small_frames_keep_their_order(self) -> None:
+        with ProcessBackend(1, start_method="fork") as backend:
+            ref = FunctionRef.create(len)
+            sizes = [300_000, 10, 200_000, 20, 30, 100_000, 40]
+            futures = [backend.submit(ChunkTask(i, 0, [bytes(n)], ref)) for i, n in enumerate(sizes)]
+            assert [f.result(20).results[0] for f in futures] == sizes
+
+
+class TestProcessDeath:
+    """A worker that dies fails exactly the items it held; the backend replaces it."""
+
+    @pytest.mark.timeout(30)
+    def test_item_kills_its_worker(self, processes: ProcessBackend) -> None:
+        started = time.monotonic()
+        outcome = run(processes, [1, 2, ("kill", 0), 4], start=30)
+        elapsed = time.monotonic() - started
+        assert elapsed < 5
+        assert outcome.n_done == 3  # item 33 was never started: the runner may resubmit it
+        assert [f.index for f in outcome.failures] == [30, 31, 32]  # results of 30, 31 went with it
+        error = outcome.failures[0].error
+        assert isinstance(error, WorkerDiedError)
+        assert error.signal_name == "SIGKILL" and error.indices == (30, 31, 32)
+        assert "SIGKILL" in str(error) and "30, 31, 32" in str(error)
+        assert all(f.error is error for f in outcome.failures)
+        assert run(processes, [3], workfuncs.square).results == [9]  # still usable
+        assert wait_until(lambda: len(processes.worker_pids()) == 2)
+
+    @pytest.mark.timeout(30)
+    def test_external_sigkill_detected_promptly(self) -> None:
+        with ProcessBackend(1, start_method="fork") as backend:
+            future = backend.submit(ChunkTask(0, 0, [("sleep", 30)], FunctionRef.create(workfuncs.behave)))
+            pid = running_pid(backend)
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            outcome = future.result(10)
+            latency = time.monotonic() - killed
+            assert latency < 5, latency
+            [failure] = outcome.failures
+            assert isinstance(failure.error, WorkerDiedError)
+            assert failure.error.pid == pid and failure.error.indices == (0,)
+            assert wait_until(lambda: reaped(pid))
+            assert backend.wait_ready(10)
+            assert pid not in backend.worker_pids()
+
+    @pytest.mark.timeout(30)
+    def test_os_exit(self, processes: ProcessBackend) -> None:
+        outcome = run(processes, [("exit", 3), 1], start=7)
+        error = outcome.failures[0].error
+        assert isinstance(error, WorkerDiedError)
+        assert (error.exitcode, error.signal_name, error.indices) == (3, None, (7,))
+        assert "exited with code 3" in str(error)
+        assert outcome.n_done == 1
+
+    @pytest.mark.timeout(30)
+    def test_streamed_results_survive_a_death(self, processes: ProcessBackend) -> None:
+        outcome = run(processes, [1, 2, ("kill", 0), 4], item_timeout=30)
+        assert outcome.results == [1, 2, None]
+        assert [f.index for f in outcome.failures] == [2]
+
+    @pytest.mark.timeout(30)
+    def test_chunk_queued_behind_a_death_runs_elsewhere(self) -> None:
+        with ProcessBackend(1, start_method="fork") as backend:
+            ref = FunctionRef.create(workfuncs.behave)
+            doomed = backend.submit(ChunkTask(0, 0, [("kill", 0)], ref))
+            queued = backend.submit(ChunkTask(1, 1, [1, 2], ref))  # waits in the same worker's pipe
+            assert isinstance(doomed.result(10).failures[0].error, WorkerDiedError)
+            outcome = queued.result(10)
+            assert (outcome.results, outcome.failures) == ([1, 2], ())
+
+    @pytest.mark.timeout(30)
+    def test_many_deaths(self, processes: ProcessBackend) -> None:
+        ref = FunctionRef.create(workfuncs.behave)
+        futures = [processes.submit(ChunkTask(i, i, [("kill", 0) if i % 2 else i], ref)) for i in range(10)]
+        for i, future in enumerate(futures):
+            outcome = future.result(20)
+            if i % 2:
+                assert isinstance(outcome.failures[0].error, WorkerDiedError)
+            else:
+                assert outcome.results == [i]
+
+
+class TestTimeouts:
+    """``item_timeout``: processes kill the worker, threads abandon the thread, serial reports late."""
+
+    @pytest.mark.timeout(30)
+    def test_process_timeout_kills_the_worker(self, processes: ProcessBackend) -> None:
+        started = time.monotonic()
+        outcome = run(processes, [1, 2, ("sleep", 30), 4], start=40, item_timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert outcome.n_done == 3 and outcome.results == [1, 2, None]  # results before it are kept
+        [failure] = outcome.failures
+        assert isinstance(failure.error, ItemTimeoutError)
+        assert (failure.error.index, failure.error.timeout) == (42, 0.5)
+        worker_pid = int(outcome.worker.removeprefix("pid:"))
+        assert wait_until(lambda: reaped(worker_pid))  # the sleeping item was stopped for real
+        assert run(processes, [5], item_timeout=5).results == [5]
+
+    @pytest.mark.timeout(30)
+    def test_process_items_within_the_limit(self, processes: ProcessBackend) -> None:
+        outcome = run(processes, [("sleep", 0.05)] * 4, item_timeout=1.0)
+        assert outcome.results == [0.05] * 4 and outcome.failures == ()
+
+    @pytest.mark.timeout(30)
+    def test_thread_timeout_abandons_the_thread(self) -> None:
+        with ThreadBackend(1) as backend:
+            started = time.monotonic()
+            outcome = run(backend, [1, ("sleep", 3), 3], start=50, item_timeout=0.3)
+            assert time.monotonic() - started < 2.5
+            assert outcome.n_done == 2 and outcome.results == [1, None]
+            assert isinstance(outcome.failures[0].error, ItemTimeoutError)
+            # A replacement thread serves the next chunk while the stuck one still sleeps.
+            assert run(backend, [7], timeout=2).results == [7]
+
+    @pytest.mark.timeout(30)
+    def test_serial_timeout_after_the_fact(self) -> None:
+        with SerialBackend() as backend:
+            outcome = run(backend, [1, ("sleep", 0.2), 3], start=60, item_timeout=0.05)
+            assert outcome.n_done == 2 and outcome.results == [1, None]
+            assert isinstance(outcome.failures[0].error, ItemTimeoutError)
+            assert outcome.failures[0].index == 61
+
+
+class TestAbort:
+    """``abort()`` stops work now and leaves the backend usable."""
+
+    @pytest.mark.timeout(30)
+    def test_process_abort_kills_busy_workers_only(self) -> None:
+        with ProcessBackend(3, start_method="fork") as backend:
+            assert backend.wait_ready(10)
+            ref = FunctionRef.create(workfuncs.behave)
+            busy = [backend.submit(ChunkTask(i, i, [("sleep", 30)], ref)) for i in range(2)]
+            assert wait_until(lambda: len(busy_pids(backend)) == 2)
+            killed = busy_pids(backend)
+            [idle] = set(backend.worker_pids()) - killed
+            started = time.monotonic()
+            backend.abort()
+            for future in busy:
+                with pytest.raises(CancelledError):
+                    future.result(5)
+            assert time.monotonic() - started < 3
+            assert wait_until(lambda: all(reaped(pid) for pid in killed))
+            assert idle in backend.worker_pids() and alive(idle)
+            assert backend.wait_ready(10) and len(backend.worker_pids()) == 3
+            assert run(backend, [1, 2], workfuncs.square).results == [1, 4]
+
+    @pytest.mark.timeout(30)
+    def test_process_abort_cancels_queued_chunks(self) -> None:
+        with ProcessBackend(1, start_method="fork") as backend:
+            ref = FunctionRef.create(workfuncs.behave)
+            futures = [backend.submit(ChunkTask(i, i, [("sleep", 30)], ref)) for i in range(5)]
+            running_pid(backend)
+            backend.abort()
+            for future in futures:
+                with pytest.raises(CancelledError):
+                    future.result(5)
+            assert sum(f.cancelled() for f in futures) == 3  # never sent; the other two were in the worker
+            assert run(backend, [4], workfuncs.square).results == [16]
+
+    @pytest.mark.timeout(30)
+    def test_thread_abort(self) -> None:
+        with ThreadBackend(2) as backend:
+            ref = FunctionRef.create(workfuncs.behave)
+            futures = [backend.submit(ChunkTask(i, i, [("sleep", 0.5)] * 4, ref)) for i in range(4)]
+            time.sleep(0.1)
+            backend.abort()
+            for future in futures:
+                with pytest.raises(CancelledError):
+                    future.result(2)
+            assert run(backend, [3], timeout=2).results == [3]
+
+    @pytest.mark.timeout(30)
+    def test_serial_abort_is_harmless(self) -> None:
+        with SerialBackend() as backend:
+            backend.abort()
+            assert run(backend, [1]).results == [1]
+
+
+class TestClose:
+    """``close()`` leaves nothing behind."""
+
+    @pytest.mark.timeout(30)
+    @pytest.mark.parametrize("start_method", ["fork", "spawn"])
+    def test_close_reaps_all_workers(self, start_method: str) -> None:
+        backend = ProcessBackend(2, start_method=start_method)
+        assert backend.wait_ready(20)
+        pids = backend.worker_pids()
+        busy = backend.submit(ChunkTask(0, 0, [("sleep", 30)], FunctionRef.create(workfuncs.behave)))
+        run(backend, [1], workfuncs.square)
+        backend.close()
+        backend.close()
+        with pytest.raises(CancelledError):
+            busy.result(1)
+        children = {p.pid for p in psutil.Process().children(recursive=True)}
+        assert not children & set(pids)
+        assert all(reaped(pid) for pid in pids)  # no zombie either
+
+    @pytest.mark.timeout(30)
+    def test_exit_without_close_leaves_no_workers(self, tmp_path: Path) -> None:
+        script = tmp_path / "leaky.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import sys
+                sys.path.insert(0, {str(HERE)!r})
+                import workfuncs
+                from amorsize.run.backend import ChunkTask, FunctionRef
+                from amorsize.run.backends.processes import ProcessBackend
+
+                backend = ProcessBackend(2, start_method="fork")
+                ref = FunctionRef.create(workfuncs.behave)
+                print(backend.submit(ChunkTask(0, 0, [1], ref)).result(10).results)
+                print(*backend.worker_pids(), flush=True)
+                backend.submit(ChunkTask(1, 0, [("sleep", 30)], ref))  # busy at exit
+                """
+            )
+        )
+        result = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=20, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.split("\n")
+        assert lines[0] == "[1]"
+        pids = [int(pid) for pid in lines[1].split()]
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 5)
+
+    @pytest.mark.timeout(30)
+    def test_garbage_collected_backend_stops_its_workers(self) -> None:
+        backend = ProcessBackend(2, start_method="fork")
+        assert backend.wait_ready(10)
+        pids = backend.worker_pids()
+        del backend
+        gc.collect()
+        assert wait_until(lambda: all(reaped(pid) for pid in pids), 5)
+
+    @pytest.mark.timeout(30)
+    def test_orphaned_workers_exit(self, tmp_path: Path) -> None:
+        script = tmp_path / "doomed.py"
+        script.write_text(
+            textwrap.dedent(
+                f"""
+                import os, signal, sys
+                sys.path.insert(0, {str(HERE)!r})
+                import workfuncs
+                from amorsize.run.backend import ChunkTask, FunctionRef
+                from amorsize.run.backends.processes import ProcessBackend
+
+                backend = ProcessBackend(2, start_method="fork")
+                backend.submit(ChunkTask(0, 0, [("sleep", 30)], FunctionRef.create(workfuncs.behave)))
+                assert backend.wait_ready(10)
+                print(*backend.worker_pids(), flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)  # no finalizer, no atexit: workers are orphaned
+                """
+            )
+        )
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=20)
+        assert result.returncode == -signal.SIGKILL, result.stderr
+        pids = [int(pid) for pid in result.stdout.split()]
+        assert len(pids) == 2
+        assert wait_until(lambda: not any(alive(pid) for pid in pids), 5)  # one busy, one idle
+
+
+class TestSignals:
+    """Workers leave Ctrl-C to the parent."""
+
+    @pytest.mark.timeout(30)
+    def test_workers_ignore_sigint(self) -> None:
+        with ProcessBackend(1, start_method="fork") as backend:
+            future = backend.submit(
+                ChunkTask(0, 0, [("sleep", 0.5), 2], FunctionRef.create(workfuncs.behave))
+            )
+            pid = running_pid(backend)
+            os.kill(pid, signal.SIGINT)
+            outcome = future.result(10)
+            assert (outcome.results, outcome.failures) == ([0.5, 2], ())
+            assert backend.worker_pids() == [pid]
+
+
+class TestStartMethods:
+    """Correct under fork, forkserver and spawn (fewer tests for the slow ones)."""
+
+    @pytest.mark.timeout(40)
+    @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+    def test_closures_errors_and_death(self, start_method: str) -> None:
+        with ProcessBackend(1, start_method=start_method) as backend:
+            assert backend.start_method == start_method
+            offset = 3
+            assert run(backend, [1, 2], lambda x: x + offset, timeout=30).results == [4, 5]
+            outcome = run(backend, [2, 3], workfuncs.fail_on_odd, stop_on_error=False)
+            assert isinstance(outcome.failures[0].error, workfuncs.ItemBoom)
+            outcome = run(backend, [("kill", 0)], timeout=30)
+            assert outcome.failures[0].error.signal_name == "SIGKILL"  # type: ignore[attr-defined]
+            assert run(backend, [5], workfuncs.square, timeout=30).results == [25]
+
+    @pytest.mark.timeout(20)
+    def test_bad_arguments(self) -> None:
+        from amorsize.errors import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match="start_method"):
+            ProcessBackend(1, start_method="telepathy")
+        with pytest.raises(ConfigurationError, match="n_workers must be >= 1"):
+            ProcessBackend(0)
+        with pytest.raises(ConfigurationError, match="blas_threads"):
+            ProcessBackend(1, blas_threads=0)
+        with pytest.raises(ConfigurationError, match="n_workers must be >= 1"):
+            ThreadBackend(0)
+
+
+class TestBlasLimit:
+    """``blas_threads`` caps BLAS threads inside the workers (numpy + threadpoolctl)."""
+
+    @pytest.mark.timeout(40)
+    @pytest.mark.parametrize("start_method", ["fork", "spawn"])
+    def test_limit_applied_in_workers(self, start_method: str) -> None:
+        pytest.importorskip("numpy")
+        with ProcessBackend(1, start_method=start_method, blas_threads=1) as backend:
+            outcome = run(backend, [0], workfuncs.blas_threads, timeout=30)
+            assert outcome.failures == ()
+            assert outcome.results == [1]
+
+    @pytest.mark.timeout(40)
+    def test_no_limit_by_default(self) -> None:
+        pytest.importorskip("numpy")
+        if (os.cpu_count() or 1) < 2:
+            pytest.skip("one core: the default is already 1 thread")
+        with ProcessBackend(1, start_method="spawn") as backend:
+            assert run(backend, [0], workfuncs.blas_threads, timeout=30).results[0] > 1
+
+
+class TestPools:
+    """``pools``: warm backends reused across runs, never shared by two runs at once."""
+
+    @pytest.mark.timeout(30)
+    def test_reuse_keeps_the_same_workers(self) -> None:
+        cache = pools.PoolCache()
+        try:
+            with cache.get("processes", 2, start_method="fork") as first:
+                pids = {run(first, [i], workfuncs.pid_of).results[0] for i in range(6)}
+                backend = first.backend
+            assert isinstance(backend, ProcessBackend) and backend.wait_ready(10)
+            workers = sorted(backend.worker_pids())
+            assert pids <= set(workers)
+            assert cache.warm_workers() == {"threads": 0, "processes": 2}
+            with cache.get("processes", 2, start_method="fork") as second:
+                assert second.backend is backend
+                assert cache.warm_workers()["processes"] == 0  # leased: not warm for someone else
+                again = {run(second, [i], workfuncs.pid_of).results[0] for i in range(6)}
+            assert again <= set(workers)
+            assert sorted(backend.worker_pids()) == workers  # no start-up paid the second time
+        finally:
+            cache.shutdown()
+        assert backend.closed
+
+    @pytest.mark.timeout(30)
+    def test_concurrent_leases_get_different_backends(self) -> None:
+        cache = pools.PoolCache()
+        try:
+            first = cache.get("threads", 2)
+            second = cache.get("threads", 2)
+            assert first.backend is not second.backend
+            first.close()
+            second.close()  # a surplus: closed, the first stays warm
+            assert second.backend.closed  # type: ignore[attr-defined]
+            assert cache.get("threads", 2).backend is first.backend
+        finally:
+            cache.shutdown()
+
+    @pytest.mark.timeout(30)
+    def test_default_cache(self) -> None:
+        with pools.get_pool("threads", 3) as leased:
+            backend = leased.backend
+            assert run(leased, [2], workfuncs.square).results == [4]
+        assert pools.warm_workers()["threads"] >= 3
+        with pools.lease("threads", 3) as again:
+            assert again.backend is backend
+        pools.shutdown_pools()
+        assert backend.closed  # type: ignore[attr-defined]
+
+    @pytest.mark.timeout(30)
+    def test_bad_kind(self) -> None:
+        from amorsize.errors import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match="kind must be one of"):
+            pools.get_pool("quantum", 2)
