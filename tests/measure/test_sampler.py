@@ -217,7 +217,7 @@ class TestMeasurement:
 
         s = sample(spin, range(100))
         assert s.profile.cpu_ratio > 0.7
-        assert s.profile.thread_speedup is not None and not s.profile.releases_gil
+        assert s.profile.thread_speedup is not None and s.profile.thread_speedup < 1.3
 
     def test_hashlib_releases_the_gil(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sampler_module, "PROBE_TARGET_SECONDS", 0.1)  # steadier than the default
@@ -229,7 +229,8 @@ class TestMeasurement:
         # Other processes on a 2-core machine can take the second core: best of five probes.
         profiles = [sample(digest, range(1000)).profile for _ in range(5)]
         assert all(p.cpu_ratio > 0.7 for p in profiles)
-        assert any(p.releases_gil for p in profiles), [(p.thread_speedup, p.durations) for p in profiles]
+        speedups = [p.thread_speedup or 0.0 for p in profiles]
+        assert max(speedups) > 1.3, speedups  # pure Python reads ≤ 1.1 (test above)
 
 
 COUNTER = [0]

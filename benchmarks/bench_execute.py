@@ -1,0 +1,138 @@
+"""execute() against serial, ``multiprocessing.Pool.map`` and ``joblib.Parallel`` on the run targets.
+
+Run by hand (not in the test suite)::
+
+    python benchmarks/bench_execute.py            # every workload, 3 repeats, medians
+    python benchmarks/bench_execute.py --quick    # one repeat, smaller inputs
+
+Every contender runs in this process, one after another, so the figures of one run compare as
+ratios. ``execute`` is timed *cold* (its pools shut down before each timing, so it pays its dry
+run, planning and worker start-up like ``Pool`` pays its start-up) and *warm* (pools reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from amorsize import execute
+from amorsize.run.pools import shutdown_pools
+
+
+def busy(seconds: float) -> float:
+    """Spin the CPU (holding the GIL) for ``seconds``: a deterministic pure-Python work item."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    func: Callable[[Any], Any]
+    make: Callable[[], list[Any]]
+
+
+def cases(quick: bool) -> list[Case]:
+    scale = 4 if quick else 1
+    return [
+        Case("trivial 200k × x*x", square, lambda: list(range(200_000 // scale))),
+        Case(
+            "skewed 1800×0.1ms + 200×10ms",
+            busy,
+            lambda: [0.0001] * (1800 // scale) + [0.01] * (200 // scale),
+        ),
+        Case("uniform 1 ms", busy, lambda: [0.001] * (2000 // scale)),
+        Case("uniform 10 µs", busy, lambda: [0.00001] * (100_000 // scale)),
+        Case("waiting 5 ms sleeps", sleepy, lambda: [0.005] * (400 // scale)),
+    ]
+
+
+def time_it(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def contenders(case: Case) -> dict[str, Callable[[], Any]]:
+    from joblib import Parallel, delayed
+
+    data = case.make()
+    func = case.func
+
+    def cold() -> Any:
+        shutdown_pools()
+        return execute(func, data)
+
+    return {
+        "serial": lambda: [func(x) for x in data],
+        "execute (cold)": cold,
+        "execute (warm)": lambda: execute(func, data),
+        "Pool.map default": lambda: _pool_map(func, data, None),
+        "Pool.map chunksize=1": lambda: _pool_map(func, data, 1),
+        "joblib n_jobs=-1": lambda: Parallel(n_jobs=-1)(delayed(func)(x) for x in data),
+    }
+
+
+def _pool_map(func: Callable[[Any], Any], data: Iterable[Any], chunksize: int | None) -> list[Any]:
+    with multiprocessing.Pool() as pool:
+        return pool.map(func, data, chunksize=chunksize)
+
+
+def machine() -> str:
+    return (
+        f"{platform.node()} · {platform.machine()} · {os.cpu_count()} logical / "
+        f"{psutil.cpu_count(logical=False)} physical cores · "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB · "
+        f"Python {platform.python_version()} · start method {multiprocessing.get_start_method()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    repeat = 1 if args.quick else args.repeat
+    print(f"machine: {machine()}")
+    print(f"command: python {' '.join(sys.argv)}  (median of {repeat})\n")
+    names = list(contenders(cases(True)[0]))
+    print("| workload | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for case in cases(args.quick):
+        runs = contenders(case)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(repeat):
+            for name, run in runs.items():
+                times[name].append(time_it(run))
+        serial = statistics.median(times["serial"])
+        cells = []
+        for name in names:
+            median = statistics.median(times[name])
+            cells.append(f"{median:.3f}s" if name == "serial" else f"{median:.3f}s ({serial / median:.2f}×)")
+        print(f"| {case.name} | " + " | ".join(cells) + " |", flush=True)
+    shutdown_pools()
+
+
+if __name__ == "__main__":
+    main()

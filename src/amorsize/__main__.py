@@ -1,0 +1,7 @@
+"""``python -m amorsize``."""
+
+import sys
+
+from amorsize.cli import main
+
+sys.exit(main())
