@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from amorsize.core.model import (
@@ -124,15 +124,21 @@ class _KindResult:
     bound: int
     bound_by: str
 
-    def best(self) -> _Point:
-        return _pick(self.points.values())
+    def best(self, acceptable: Callable[[_Point], bool] = lambda p: True) -> _Point:
+        return _pick(self.points.values(), acceptable)
 
 
-def _pick(points: Iterable[_Point]) -> _Point:
-    """The cheapest point; one with more workers wins only if it is WORKER_ECONOMY cheaper."""
+def _pick(points: Iterable[_Point], acceptable: Callable[[_Point], bool] = lambda p: True) -> _Point:
+    """The cheapest point; one with more workers wins only if it is WORKER_ECONOMY cheaper.
+
+    Fewer workers are preferred only among ``acceptable`` points (those that pass the serial gate), so
+    economy never turns a plan that is worth running in parallel into one that is not.
+    """
     pts = list(points)
-    cheapest = min(p.total for p in pts)
-    good = [p for p in pts if p.total <= cheapest * (1.0 + WORKER_ECONOMY)]
+    cheapest = min(pts, key=lambda p: p.total)
+    good = [p for p in pts if p.total <= cheapest.total * (1.0 + WORKER_ECONOMY) and acceptable(p)]
+    if not good:
+        return cheapest
     return min(good, key=lambda p: (p.candidate.n_jobs, p.total, -p.candidate.chunksize))
 
 
@@ -345,13 +351,21 @@ def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
     if not results:
         return serial_plan("No parallel executor was possible; serial.")
 
-    best_by_kind = {kind: result.best() for kind, result in results.items()}
-    chosen = _choose_kind(best_by_kind, _Search(_doubting_the_probe(w, profile), machine, options, n))
+    forced_parallel = options.executor is not None or (options.n_jobs is not None and options.n_jobs > 1)
+
+    def worth_it(point: _Point) -> bool:
+        """The serial gate: enough speedup and enough time saved (always, when parallel was forced)."""
+        speedup = _speedup(serial.total, point.total)
+        return forced_parallel or (
+            speedup >= options.min_speedup and serial.total - point.total >= NOISE_FLOOR
+        )
+
+    best_by_kind = {kind: result.best(worth_it) for kind, result in results.items()}
+    doubtful = _Search(_doubting_the_probe(w, profile), machine, options, n)
+    chosen = _choose_kind(best_by_kind, doubtful, worth_it)
     prediction = chosen.prediction()
     speedup = _speedup(serial.total, chosen.total)
-    saving = serial.total - chosen.total
-    forced_parallel = options.executor is not None or (options.n_jobs is not None and options.n_jobs > 1)
-    go_parallel = forced_parallel or (speedup >= options.min_speedup and saving >= NOISE_FLOOR)
+    go_parallel = worth_it(chosen)
     warnings += _limit_warnings(results, best_by_kind, chosen if go_parallel else None, w, machine, options)
 
     if not go_parallel:
@@ -395,10 +409,12 @@ def _doubting_the_probe(w: Workload, profile: Profile) -> Workload:
     return replace(w, serial_fraction=max(w.serial_fraction, min(1.0, w.serial_fraction + PROBE_NOISE)))
 
 
-def _choose_kind(best_by_kind: dict[ExecutorKind, _Point], doubtful: _Search) -> _Point:
+def _choose_kind(
+    best_by_kind: dict[ExecutorKind, _Point], doubtful: _Search, acceptable: Callable[[_Point], bool]
+) -> _Point:
     """The best point across kinds; threads are ranked by their pessimistic prediction against processes."""
     if "threads" not in best_by_kind or "processes" not in best_by_kind:
-        return _pick(best_by_kind.values())
+        return _pick(best_by_kind.values(), acceptable)
     threads = best_by_kind["threads"]
     c = threads.candidate
     warm = doubtful.options.warm_workers.get("threads", 0)
@@ -406,7 +422,7 @@ def _choose_kind(best_by_kind: dict[ExecutorKind, _Point], doubtful: _Search) ->
         doubtful.workload, doubtful.machine, "threads", c.n_jobs, c.chunksize, doubtful.n, warm
     )
     ranked = [p for k, p in best_by_kind.items() if k != "threads"] + [_Point(sum(parts), c, parts)]
-    choice = _pick(ranked).candidate.executor
+    choice = _pick(ranked, acceptable).candidate.executor
     return best_by_kind[choice]
 
 
