@@ -39,7 +39,7 @@ from typing import Any
 
 import cloudpickle
 
-from amorsize.core.types import Profile
+from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.memory import PeakMemory
 
@@ -70,6 +70,10 @@ PROBE_TARGET_SECONDS = 0.03
 PROBE_MAX_ITEM_SECONDS = 0.05
 PROBE_MIN_ITEM_SECONDS = 5e-6
 PROBE_MAX_ITEMS_PER_THREAD = 512
+#: The probe may cost at most this fraction of the estimated serial run time (it runs items at up
+#: to serial speed); a run too small to afford one item per thread is not probed — the planner
+#: then assumes the CPU part holds the GIL, which can only err towards processes or serial.
+PROBE_FRACTION = 0.05
 
 #: Below this wall time a call's CPU time is capped at its wall time: reading the process CPU
 #: clock costs ~0.3–1 µs here, which would otherwise make tiny items look multi-threaded.
@@ -308,6 +312,7 @@ def _thread_probe(
     measured: _Measured,
     clock: Callable[[], float],
     cpu_clock: Callable[[], float],
+    budget: float = PROBE_TARGET_SECONDS,
 ) -> float | None:
     """Time a few items serially, then twice as many on two threads at once; return the speedup.
 
@@ -317,11 +322,14 @@ def _thread_probe(
     Every item run is appended to ``measured`` (the serial ones as timed samples).
     """
     mean = statistics.fmean(measured.durations)
-    per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(PROBE_TARGET_SECONDS / max(mean, 1e-9))))
+    per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(budget / max(mean, 1e-9))))
     reference: list[float] = []
-    for item in itertools.islice(iterator, per_thread):
-        _timed_call(func, item, len(measured.items), measured, clock, cpu_clock)
-        reference.append(measured.durations[-1])
+    if sum(measured.cpu_times) < IO_BOUND_CPU_RATIO * sum(measured.durations):
+        reference = list(measured.durations)  # waiting work does not warm up: no fresh reference
+    else:
+        for item in itertools.islice(iterator, per_thread):
+            _timed_call(func, item, len(measured.items), measured, clock, cpu_clock)
+            reference.append(measured.durations[-1])
     items = list(itertools.islice(iterator, 2 * per_thread))
     first_index = len(measured.items)
     if len(items) < 2 or not reference:
@@ -413,13 +421,19 @@ def sample(
     n_serial = len(measured.items)
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
+    # The probe runs up to 3 × budget of items at serial speed (reference + a GIL-bound pair):
+    # keep that within PROBE_FRACTION of the estimated serial run, at least one item per thread.
+    probe_budget = PROBE_TARGET_SECONDS
+    if total is not None:
+        probe_budget = min(probe_budget, PROBE_FRACTION * mean * (total - n_serial) / 3)
     if (
         probe_threads
         and n_serial
         and PROBE_MIN_ITEM_SECONDS <= mean <= PROBE_MAX_ITEM_SECONDS
         and (total is None or total > n_serial)
+        and probe_budget >= mean
     ):
-        thread_speedup = _thread_probe(func, iterator, measured, clock, cpu_clock)
+        thread_speedup = _thread_probe(func, iterator, measured, clock, cpu_clock, probe_budget)
         n_serial = len(measured.durations)
     peak = memory.stop()
 
