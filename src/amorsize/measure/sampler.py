@@ -94,6 +94,8 @@ class Sample:
         process_caveats: reasons process workers may behave differently from the caller (mutated
             module globals); shown when a process plan is chosen.
         seconds: wall time the dry run took, measuring included.
+        failures: with ``collect_errors``, the (input position, exception) of each sampled item
+            that raised; its entry in ``results`` is None.
     """
 
     profile: Profile
@@ -102,6 +104,7 @@ class Sample:
     warnings: tuple[str, ...]
     process_caveats: tuple[str, ...]
     seconds: float
+    failures: tuple[tuple[int, Exception], ...] = ()
     _source: Iterable[Any] = field(repr=False, default=())
     _remaining: Iterator[Any] = field(repr=False, default_factory=lambda: iter(()))
     _reiterable: bool = field(repr=False, default=True)
@@ -235,16 +238,21 @@ def _free_threaded() -> bool:
 
 @dataclass
 class _Measured:
+    collect: bool = False
+    failures: list[tuple[int, Exception]] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
 
 
-def _call(func: Callable[[Any], Any], item: Any, index: int) -> Any:
+def _call(func: Callable[[Any], Any], item: Any, index: int, measured: _Measured) -> Any:
     try:
         return func(item)
     except Exception as error:
+        if measured.collect:
+            measured.failures.append((index, error))
+            return None
         raise SamplingError(index, error) from error
 
 
@@ -255,8 +263,9 @@ def _serial_phase(
     total_items: int | None,
     clock: Callable[[], float],
     cpu_clock: Callable[[], float],
+    collect: bool = False,
 ) -> _Measured:
-    measured = _Measured()
+    measured = _Measured(collect=collect)
     spent = 0.0
     for index, item in enumerate(iterator):
         spent += _timed_call(func, item, index, measured, clock, cpu_clock)
@@ -276,7 +285,7 @@ def _timed_call(
     """Call ``func`` on one item, timed alone; record it in ``measured``; return its wall time."""
     start_cpu = cpu_clock()
     start = clock()
-    result = _call(func, item, index)
+    result = _call(func, item, index, measured)
     wall = clock() - start
     cpu = cpu_clock() - start_cpu
     if wall < CPU_CLOCK_FLOOR:
@@ -335,7 +344,7 @@ def _thread_probe(
     if len(items) < 2 or not reference:
         for offset, item in enumerate(items):
             measured.items.append(item)
-            measured.results.append(_call(func, item, first_index + offset))
+            measured.results.append(_call(func, item, first_index + offset, measured))
         return None
     halves = (range(0, len(items), 2), range(1, len(items), 2))
     results: list[Any] = [None] * len(items)
@@ -349,7 +358,8 @@ def _thread_probe(
                 results[position] = func(items[position])
             except Exception as error:
                 errors.append((position, error))
-                return
+                if not measured.collect:
+                    return
 
     threads = [threading.Thread(target=work, args=(half,), daemon=True) for half in halves]
     for thread in threads:
@@ -359,9 +369,12 @@ def _thread_probe(
     for thread in threads:
         thread.join()
     wall = clock() - start
-    if errors:
+    if errors and not measured.collect:
         position, error = min(errors, key=lambda pair: pair[0])
         raise SamplingError(first_index + position, error) from error
+    measured.failures.extend(
+        sorted(((first_index + position, error) for position, error in errors), key=lambda pair: pair[0])
+    )
     measured.items.extend(items)
     measured.results.extend(results)
     serial_estimate = len(items) * statistics.fmean(reference)
@@ -374,6 +387,7 @@ def sample(
     *,
     sample_size: int = 5,
     probe_threads: bool = True,
+    collect_errors: bool = False,
     clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
 ) -> Sample:
@@ -385,6 +399,9 @@ def sample(
         sample_size: items to sample serially when they are cheap (more when fast or varied,
             fewer when heavy; see the module docstring).
         probe_threads: run the two-thread GIL probe on further items when affordable.
+        collect_errors: record an item's exception in :attr:`Sample.failures` (its result is None)
+            and go on, instead of raising :class:`SamplingError` (for ``on_error="collect"``-style
+            runs, where one bad item must not stop the analysis).
         clock: wall clock (seconds); cpu_clock: process CPU clock (seconds). Tests pass fakes.
 
     Returns:
@@ -417,7 +434,7 @@ def sample(
 
     memory = PeakMemory()
     memory.start()
-    measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock)
+    measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock, collect_errors)
     n_serial = len(measured.items)
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
@@ -493,6 +510,7 @@ def sample(
         warnings=tuple(dict.fromkeys(warnings)),
         process_caveats=global_state_caveats(func),
         seconds=clock() - began,
+        failures=tuple(measured.failures),
         _source=data,
         _remaining=iterator,
         _reiterable=not is_iterator,
