@@ -1,0 +1,275 @@
+"""The public functions, end to end: real dry runs, real planner, real pools."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amorsize import (
+    ConfigurationError,
+    ItemError,
+    OptimizationResult,
+    SamplingError,
+    StreamingOptimizationResult,
+    WorkerDiedError,
+    execute,
+    imap,
+    optimize,
+    optimize_streaming,
+    process_in_batches,
+)
+from amorsize.store import default_store
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+class CallLog:
+    """Appends one line per call to a file: works across threads and process workers (O_APPEND)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, x: int) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{x}\n".encode())
+        finally:
+            os.close(fd)
+        return spin(20_000) * 0 + x * 2
+
+    def calls(self) -> list[int]:
+        return [int(line) for line in self.path.read_text().split()]
+
+
+class TestOptimize:
+    def test_tiny_work_stays_serial(self) -> None:
+        result = optimize(square, range(10_000))
+        assert isinstance(result, OptimizationResult)
+        assert result.executor == "serial"
+        assert result.n_jobs == 1
+        assert result.estimated_speedup == pytest.approx(1.0)
+        assert "serial" in result.reason.lower() or "slower" in result.reason.lower()
+
+    @pytest.mark.timeout(60)
+    def test_waiting_work_goes_to_many_threads(self) -> None:
+        def wait(x: float) -> float:
+            time.sleep(x)
+            return x
+
+        result = optimize(wait, [0.005] * 2000, profile=True)
+        assert result.executor == "threads"
+        assert result.n_jobs > os.cpu_count()  # type: ignore[operator]
+        assert result.profile is not None and result.profile.cpu_ratio < 0.5
+
+    def test_generator_data_is_kept_whole(self) -> None:
+        result = optimize(square, (x for x in range(500)))
+        assert list(result.data) == list(range(500))
+
+    def test_empty_data(self) -> None:
+        result = optimize(square, [])
+        assert result.executor == "serial"
+        assert "empty" in result.reason
+        assert list(result.data) == []
+
+    def test_profile_diagnostics(self) -> None:
+        result = optimize(spin, [20_000] * 200, profile=True)
+        diagnostics = result.profile
+        assert diagnostics is not None
+        assert diagnostics.n_sampled >= 1
+        assert len(diagnostics.item_durations) == diagnostics.n_sampled
+        assert diagnostics.coefficient_of_variation >= 0
+        assert set(diagnostics.breakdown) == {"startup", "dispatch", "transfer", "compute", "imbalance"}
+        assert diagnostics.machine.usable_cores >= 1
+
+    def test_verbose_explains(self, capsys: pytest.CaptureFixture[str]) -> None:
+        optimize(square, range(1000), verbose=True)
+        err = capsys.readouterr().err
+        assert "measured" in err and "chosen" in err and "why" in err
+
+    def test_failing_item(self) -> None:
+        def bad(x: int) -> int:
+            raise RuntimeError("no")
+
+        with pytest.raises(SamplingError, match="item 0"):
+            optimize(bad, range(10))
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"n_jobs": 0}, "n_jobs"),
+            ({"chunksize": -1}, "chunksize"),
+            ({"executor": "gpu"}, "executor"),
+            ({"target_chunk_duration": 0}, "target_chunk_duration"),
+            ({"sample_size": 0}, "sample_size"),
+        ],
+    )
+    def test_bad_arguments(self, kwargs: dict[str, Any], match: str) -> None:
+        with pytest.raises(ConfigurationError, match=match):
+            optimize(square, range(10), **kwargs)
+
+    def test_forced_plan_is_respected(self) -> None:
+        result = optimize(square, range(1000), executor="threads", n_jobs=3, chunksize=7)
+        assert (result.executor, result.n_jobs, result.chunksize) == ("threads", 3, 7)
+
+
+class TestExecute:
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("executor", [None, "serial", "threads", "processes"])
+    def test_each_item_runs_exactly_once(self, tmp_path: Path, executor: str | None) -> None:
+        log = CallLog(tmp_path / "calls.txt")
+        data = (x for x in range(300))  # a generator: sampled items must not be lost or re-run
+        results = execute(log, data, executor=executor)
+        assert results == [2 * x for x in range(300)]
+        assert sorted(log.calls()) == list(range(300))
+
+    @pytest.mark.timeout(60)
+    def test_report(self) -> None:
+        results, report = execute(spin, [20_000] * 300, return_report=True)
+        assert results == [spin(20_000)] * 300
+        assert report.status == "completed"
+        assert report.n_items == 300
+        assert report.items_from_dry_run >= 1
+        assert report.predicted_seconds is not None
+
+    @pytest.mark.timeout(60)
+    def test_item_error_names_the_index(self) -> None:
+        def fails_at_250(x: int) -> int:
+            if x == 250:
+                raise KeyError(x)
+            return spin(5_000)
+
+        with pytest.raises(ItemError) as info:
+            execute(fails_at_250, range(400), executor="processes", n_jobs=2)
+        assert info.value.index == 250
+        assert isinstance(info.value.__cause__, KeyError)
+
+    @pytest.mark.timeout(60)
+    def test_dead_worker_is_reported_fast(self) -> None:
+        def dies_at_100(x: int) -> int:
+            if x == 100:
+                os.kill(os.getpid(), 9)
+            return x
+
+        start = time.perf_counter()
+        with pytest.raises(WorkerDiedError) as info:
+            execute(dies_at_100, range(300), executor="processes", n_jobs=2, chunksize=10)
+        assert time.perf_counter() - start < 10
+        assert info.value.signal_name == "SIGKILL"
+        assert 100 in info.value.indices
+
+    @pytest.mark.timeout(60)
+    def test_collect_keeps_going(self) -> None:
+        def odd_fails(x: int) -> int:
+            if x % 2:
+                raise ValueError(x)
+            return x
+
+        results, report = execute(
+            odd_fails, range(1, 41), on_error="collect", placeholder=-1, return_report=True, executor="threads"
+        )
+        assert results == [-1 if x % 2 else x for x in range(1, 41)]
+        assert report.n_failed == 20
+
+    def test_empty(self) -> None:
+        assert execute(square, []) == []
+
+    def test_unknown_option_is_named(self) -> None:
+        with pytest.raises(ConfigurationError, match="samplesize"):
+            execute(square, range(3), samplesize=3)
+
+    @pytest.mark.timeout(60)
+    def test_history_is_recorded(self) -> None:
+        execute(square, range(1234))
+        rows = default_store().runs(limit=5)
+        assert any(row["n_items"] == 1234 for row in rows)
+
+    @pytest.mark.timeout(60)
+    def test_second_run_reuses_the_pool(self) -> None:
+        from amorsize.run.pools import warm_workers
+
+        execute(spin, [1000] * 50, executor="processes", n_jobs=2, chunksize=5)
+        assert warm_workers().get("processes", 0) >= 2
+
+
+class TestImap:
+    @pytest.mark.timeout(60)
+    def test_lazy_and_bounded(self) -> None:
+        pulled = itertools.count()
+
+        def source() -> Iterator[int]:
+            for x in range(10**9):
+                next(pulled)
+                yield x
+
+        results = imap(square, source())
+        first = [next(results) for _ in range(5)]
+        results.close()
+        assert first == [0, 1, 4, 9, 16]
+        assert next(pulled) < 1_000_000
+
+    def test_nothing_happens_before_iteration(self) -> None:
+        calls: list[int] = []
+        imap(calls.append, range(10))
+        assert calls == []
+
+    @pytest.mark.timeout(60)
+    def test_unordered_is_complete(self) -> None:
+        assert sorted(imap(square, range(2000), ordered=False, executor="threads", n_jobs=4)) == [
+            x * x for x in range(2000)
+        ]
+
+    def test_bad_argument_raises_at_call(self) -> None:
+        with pytest.raises(ConfigurationError):
+            imap(square, range(3), n_jobs=-2)
+
+
+class TestStreamingAndBatches:
+    def test_optimize_streaming(self) -> None:
+        result = optimize_streaming(spin, (20_000 for _ in range(10**6)))
+        assert isinstance(result, StreamingOptimizationResult)
+        assert result.use_ordered in (True, False)
+        assert next(iter(result.data)) == 20_000
+
+    def test_streaming_prefers_unordered_for_varied_items(self) -> None:
+        sizes = itertools.cycle([1_000, 200_000])
+        result = optimize_streaming(spin, (next(sizes) for _ in range(10**5)))
+        assert result.use_ordered is False
+        assert optimize_streaming(spin, iter([1000] * 100), prefer_ordered=True).use_ordered
+
+    @pytest.mark.timeout(60)
+    def test_process_in_batches(self, capsys: pytest.CaptureFixture[str]) -> None:
+        results = process_in_batches(square, range(1000), batch_size=300, verbose=True)
+        assert results == [x * x for x in range(1000)]
+        assert "batch 4 done" in capsys.readouterr().err
+
+    @pytest.mark.timeout(60)
+    def test_process_in_batches_computes_batch_size(self, tmp_path: Path) -> None:
+        log = CallLog(tmp_path / "calls.txt")
+        results = process_in_batches(log, iter(range(200)))
+        assert results == [2 * x for x in range(200)]
+        assert sorted(log.calls()) == list(range(200))
+
+    def test_bad_memory_fraction(self) -> None:
+        with pytest.raises(ConfigurationError, match="max_memory_percent"):
+            process_in_batches(square, range(3), max_memory_percent=2)
+
+
+def test_threads_left_behind_are_daemons() -> None:
+    execute(square, range(100), executor="threads", n_jobs=2, chunksize=10)
+    assert all(t.daemon for t in threading.enumerate() if t is not threading.main_thread())
