@@ -1,7 +1,8 @@
-"""``python -m amorsize``."""
+"""``python -m amorsize``: the command line (see :mod:`amorsize.cli`)."""
 
 import sys
 
 from amorsize.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,12 +1,25 @@
-"""What ``optimize`` and ``optimize_streaming`` return: frozen results with a readable repr."""
+"""What ``optimize`` and ``optimize_streaming`` return: frozen results with a readable repr.
+
+Besides their fields, results render themselves: ``str()`` (a few lines), ``rich.print(result)``
+(the full report), ``result._repr_html_()`` (a table in Jupyter), ``result.to_dict()`` (JSON-ready),
+``result.plot()`` (matplotlib, the ``plot`` extra) and ``result.save_config(path)`` (a JSON plan
+that :func:`amorsize.load_config` reads back).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amorsize.core.types import ExecutorKind, Machine, Plan, Prediction, Profile
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from amorsize.config import SavedConfig
+    from amorsize.report.plot import MeasuredPoint
 
 __all__ = ["Diagnostics", "OptimizationResult", "StreamingOptimizationResult"]
 
@@ -102,6 +115,10 @@ class OptimizationResult:
         predicted_parallel_time: predicted seconds with this plan.
         n_sampled: items the dry run ran (their results are reused by ``execute``).
         profile: :class:`Diagnostics` when ``profile=True`` was asked, else None.
+        plan: the planner's full answer (chosen prediction, serial, alternatives).
+
+    The measurements are kept privately even without ``profile=True`` (when the caller passed them
+    as ``_diagnostics``), so :meth:`plot` and the reports work on any result.
     """
 
     n_jobs: int
@@ -116,6 +133,77 @@ class OptimizationResult:
     n_sampled: int = 0
     profile: Diagnostics | None = field(default=None, repr=False)
     plan: Plan | None = field(default=None, repr=False, compare=False)
+    _diagnostics: Diagnostics | None = field(default=None, repr=False, compare=False)
+
+    def _measurements(self) -> Diagnostics | None:
+        """The diagnostics behind this result, whether or not ``profile=True`` was asked."""
+        return self.profile if self.profile is not None else self._diagnostics
+
+    def to_dict(self, *, include_profile: bool | None = None) -> dict[str, Any]:
+        """The recommendation as a JSON-ready dict (see :mod:`amorsize.report.data` for the keys).
+
+        Args:
+            include_profile: add the measurements under ``"profile"``; None: when ``profile=True``
+                was asked.
+
+        Returns:
+            A dict that ``json.dumps`` accepts (non-finite numbers become None).
+        """
+        from amorsize.report.data import result_dict
+
+        return result_dict(self, _diagnostics_to_show(self, include_profile))
+
+    def save_config(
+        self,
+        path: str | os.PathLike[str],
+        function_name: str | None = None,
+        *,
+        target_chunk_duration: float | None = None,
+        comment: str = "",
+    ) -> SavedConfig:
+        """Save this plan as a JSON config that :func:`amorsize.load_config` reads back.
+
+        Args:
+            path: the file to write.
+            function_name: the function the plan is for (recorded for people).
+            target_chunk_duration: the target the plan was made with (default 0.2 s).
+            comment: free text to keep in the file.
+
+        Returns:
+            The :class:`~amorsize.config.SavedConfig` written.
+
+        Raises:
+            ConfigurationError: the file cannot be written.
+        """
+        return _save(self, path, function_name, target_chunk_duration, comment)
+
+    def plot(
+        self, path: str | os.PathLike[str] | None = None, *, measured: Sequence[MeasuredPoint] = ()
+    ) -> Any:
+        """Predicted speedup against workers for a few chunk sizes (chosen point marked), and the breakdown.
+
+        Args:
+            path: save the figure there (``.png``, ``.svg``, ``.pdf``); None only returns it.
+            measured: measured speedups to draw on the same axes.
+
+        Returns:
+            The ``matplotlib.figure.Figure`` (a notebook displays it).
+
+        Raises:
+            MissingExtraError: matplotlib is missing (``pip install 'amorsize[plot]'``).
+            ConfigurationError: the result carries no measurements, or ``path`` cannot be written.
+        """
+        return _plot(self, path, measured)
+
+    def _repr_html_(self) -> str:
+        from amorsize.report.html import result_html
+
+        return result_html(self)
+
+    def __rich__(self) -> RenderableType:
+        from amorsize.report.console import result_report
+
+        return result_report(self)
 
     def __str__(self) -> str:
         lines = [
@@ -148,3 +236,96 @@ class StreamingOptimizationResult:
     warnings: tuple[str, ...]
     data: Iterable[Any] = field(repr=False)
     profile: Diagnostics | None = field(default=None, repr=False)
+    _diagnostics: Diagnostics | None = field(default=None, repr=False, compare=False)
+
+    def _measurements(self) -> Diagnostics | None:
+        """The diagnostics behind this result, whether or not ``profile=True`` was asked."""
+        return self.profile if self.profile is not None else self._diagnostics
+
+    def to_dict(self, *, include_profile: bool | None = None) -> dict[str, Any]:
+        """As :meth:`OptimizationResult.to_dict`, plus ``use_ordered``."""
+        from amorsize.report.data import result_dict
+
+        return result_dict(self, _diagnostics_to_show(self, include_profile))
+
+    def save_config(
+        self,
+        path: str | os.PathLike[str],
+        function_name: str | None = None,
+        *,
+        target_chunk_duration: float | None = None,
+        comment: str = "",
+    ) -> SavedConfig:
+        """As :meth:`OptimizationResult.save_config`."""
+        return _save(self, path, function_name, target_chunk_duration, comment)
+
+    def plot(
+        self, path: str | os.PathLike[str] | None = None, *, measured: Sequence[MeasuredPoint] = ()
+    ) -> Any:
+        """As :meth:`OptimizationResult.plot`."""
+        return _plot(self, path, measured)
+
+    def _repr_html_(self) -> str:
+        from amorsize.report.html import result_html
+
+        return result_html(self)
+
+    def __rich__(self) -> RenderableType:
+        from amorsize.report.console import result_report
+
+        return result_report(self)
+
+
+def _diagnostics_to_show(
+    result: OptimizationResult | StreamingOptimizationResult, include: bool | None
+) -> Diagnostics | None:
+    if include is None:
+        return result.profile
+    if include:
+        diagnostics = result._measurements()
+        if diagnostics is None:
+            raise _no_measurements("to_dict(include_profile=True)")
+        return diagnostics
+    return None
+
+
+def _no_measurements(what: str) -> Exception:
+    from amorsize.errors import ConfigurationError
+
+    return ConfigurationError(
+        f"{what} needs the measurements behind the decision, and this result has none; "
+        "get it from optimize(func, data, profile=True)"
+    )
+
+
+def _save(
+    result: OptimizationResult | StreamingOptimizationResult,
+    path: str | os.PathLike[str],
+    function_name: str | None,
+    target_chunk_duration: float | None,
+    comment: str,
+) -> SavedConfig:
+    from amorsize.config import save_config
+
+    diagnostics = result._measurements()
+    return save_config(
+        result,
+        path,
+        function_name=function_name,
+        target_chunk_duration=target_chunk_duration,
+        machine=None if diagnostics is None else diagnostics.machine,
+        comment=comment,
+    )
+
+
+def _plot(
+    result: OptimizationResult | StreamingOptimizationResult,
+    path: str | os.PathLike[str] | None,
+    measured: Sequence[MeasuredPoint],
+) -> Any:
+    from amorsize.report.plot import plot
+
+    diagnostics = result._measurements()
+    if diagnostics is None:
+        raise _no_measurements("plot()")
+    return plot(diagnostics, path, measured=measured)
