@@ -170,6 +170,12 @@ class TestMemoryCeiling:
     def test_serial_has_no_ceiling(self) -> None:
         assert memory_ceiling(Workload.from_profile(make_profile()), make_machine(), "serial") is None
 
+    def test_dask_threads_cost_only_the_items_growth(self) -> None:
+        # the cluster's worker processes already run: their memory is spent, not planned
+        w = Workload.from_profile(make_profile(peak=2**20))
+        assert memory_ceiling(w, make_machine(memory=64 * 2**20), "dask") == 64
+        assert memory_ceiling(Workload.from_profile(make_profile()), make_machine(), "dask") is None
+
 
 class TestCpuCapacity:
     def test_physical_cores_first(self) -> None:
@@ -200,6 +206,12 @@ class TestItemWallInWorker:
     def test_single_threaded_items_unchanged(self) -> None:
         w = Workload.from_profile(make_profile(0.1))
         assert item_wall_in_worker(w, make_machine(8), "processes", 8) == pytest.approx(0.1)
+        assert item_wall_in_worker(w, make_machine(8), "dask", 8) == pytest.approx(0.1)
+
+    def test_dask_workers_run_blas_items_on_one_thread(self) -> None:
+        w = Workload.from_profile(make_profile(0.1, cpu_ratio=4.0, blas=8))
+        for n_jobs in (1, 2, 8):
+            assert item_wall_in_worker(w, make_machine(8), "dask", n_jobs) == pytest.approx(0.4)
 
 
 class TestComputeBounds:
@@ -284,6 +296,20 @@ class TestPredict:
         dask = predict(profile, machine, Candidate("dask", 4, 10), 1000)
         processes = predict(profile, machine, Candidate("processes", 4, 10), 1000)
         assert dask.breakdown() == processes.breakdown()
+
+    def test_dask_on_a_cluster_machine(self) -> None:
+        # a 16-thread cluster: no start-up, 2 ms per task, 100 MB/s (figures as cluster_machine makes them)
+        cluster = make_machine(16, costs=MachineCosts(0.0, 2e-3, 100e6, 0.0, 2e-3))
+        p = predict(
+            make_profile(0.01, in_bytes=10_000, out_bytes=0, serialize=0.0),
+            cluster,
+            Candidate("dask", 16, 20),
+            3200,
+        )
+        assert p.startup == 0.0
+        assert p.dispatch == pytest.approx(160 * 2e-3)
+        assert p.transfer == pytest.approx(3200 * 10_000 / 100e6)
+        assert p.compute == pytest.approx(3200 * 0.01 / 16)
 
     def test_partial_last_round_costs_time(self) -> None:
         profile, machine = make_profile(0.01), make_machine(4, costs=ZERO_COSTS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import assume, given, settings
@@ -342,6 +343,78 @@ costs = st.builds(
     thread_startup=st.floats(0.0, 1e-3),
     thread_task_overhead=st.floats(0.0, 1e-4),
 )
+
+
+def make_cluster(threads: int = 16, *, per_task: float = 3e-3, bandwidth: float = 150e6) -> Machine:
+    """A Dask cluster as cluster_machine builds it: cores = worker threads, no start-up."""
+    costs = MachineCosts(0.0, per_task, bandwidth, 0.0, per_task, source="measured")
+    return Machine(threads, threads, threads, 64 * 2**30, 64 * 2**30, "dask", False, costs)
+
+
+class TestPlanOnCluster:
+    def test_large_cpu_work_goes_to_every_cluster_thread(self) -> None:
+        result = plan(CPU_BOUND, make_machine(2), PlanOptions(n_items=100_000), cluster=make_cluster(16))
+        assert (result.candidate.executor, result.candidate.n_jobs) == ("dask", 16)
+        assert "Dask cluster offers 16 worker threads" in result.reasons[1]
+        assert "every worker thread of the cluster" in result.reasons[1]
+        assert result.prediction.startup == 0.0
+        assert_well_formed(result)
+
+    def test_small_work_stays_serial_here(self) -> None:
+        result = plan(make_profile(1e-4), make_machine(2), PlanOptions(n_items=200), cluster=make_cluster())
+        assert result.candidate.executor == "serial"
+        assert [a.candidate.executor for a in result.alternatives] == ["dask"]
+
+    def test_the_clusters_measured_costs_are_used(self) -> None:
+        result = plan(CPU_BOUND, make_machine(2), PlanOptions(n_items=100_000), cluster=make_cluster(16))
+        chunks = -(-100_000 // result.candidate.chunksize)
+        assert result.prediction.dispatch == pytest.approx(chunks * 3e-3)
+        assert result.prediction.transfer == pytest.approx(100_000 * (1e-5 + 200 / 150e6))
+
+    def test_a_costly_cluster_loses_to_serial_on_moderate_work(self) -> None:
+        # 1 s of work: a cluster with 0.2 s per task cannot save enough
+        cluster = make_cluster(16, per_task=0.2)
+        result = plan(CPU_BOUND, make_machine(2), PlanOptions(n_items=100), cluster=cluster)
+        assert result.candidate.executor == "serial"
+        assert "per-chunk dispatch" in result.reasons[0]
+
+    def test_serial_is_predicted_on_this_machine(self) -> None:
+        options = PlanOptions(n_items=10_000)
+        with_cluster = plan(CPU_BOUND, make_machine(2), options, cluster=make_cluster())
+        assert with_cluster.serial.total == pytest.approx(
+            plan(CPU_BOUND, make_machine(2), options).serial.total
+        )
+
+    def test_forced_dask_skips_the_gate(self) -> None:
+        options = PlanOptions(n_items=50, executor="dask")
+        result = plan(make_profile(1e-4), make_machine(2), options, cluster=make_cluster())
+        assert result.candidate.executor == "dask"
+        assert result.reasons[1].startswith("Dask was requested")
+
+    def test_forced_serial(self) -> None:
+        options = PlanOptions(n_items=10_000, executor="serial")
+        assert (
+            plan(CPU_BOUND, make_machine(2), options, cluster=make_cluster()).candidate.executor == "serial"
+        )
+
+    @pytest.mark.parametrize("executor", ["threads", "processes"])
+    def test_local_executors_cannot_run_on_a_cluster(self, executor: str) -> None:
+        options = PlanOptions(n_items=100, executor=executor)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="cannot run on a Dask cluster"):
+            plan(CPU_BOUND, make_machine(2), options, cluster=make_cluster())
+
+    def test_unpicklable_work_stays_serial_with_a_warning(self) -> None:
+        profile = make_profile(0.01, pickle_method=None)
+        result = plan(profile, make_machine(2), PlanOptions(n_items=10_000), cluster=make_cluster())
+        assert result.candidate.executor == "serial"
+        assert any("so Dask was not considered" in w for w in result.warnings)
+
+    def test_memory_of_the_cluster_bounds_the_tasks(self) -> None:
+        cluster = replace(make_cluster(16), available_memory=4 * 2**30)
+        profile = make_profile(0.01, peak=2**30)
+        result = plan(profile, make_machine(2), PlanOptions(n_items=100_000), cluster=cluster)
+        assert (result.candidate.executor, result.candidate.n_jobs) == ("dask", 4)
+        assert any("Memory limits Dask workers to 4" in w for w in result.warnings)
 
 
 @st.composite

@@ -1,12 +1,21 @@
-"""One contract suite, run through the runner against every backend (serial, threads, processes).
+"""One contract suite, run through the runner against every backend (serial, threads, processes, Dask).
 
 To add a backend, add one line to ``FACTORIES``; tests that only make sense for some backends say so
 with ``only(...)``. Every test has a hard timeout so a deadlock fails instead of hanging.
+
+Dask runs on a ``LocalCluster`` on loopback (2 worker processes × 1 thread), started once for this
+module by the ``dask_client`` fixture; ``DaskBackend()`` finds it as the default client. Importing
+``distributed`` changes how exceptions pickle in this process (``tblib.pickling_support.install()``)
+and a LocalCluster leaves ``OMP_NUM_THREADS=1`` and friends in ``os.environ``; the fixture undoes
+both when the module is done, so other modules see the defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copyreg
 import importlib
+import logging
 import os
 import signal
 import threading
@@ -45,12 +54,43 @@ FACTORIES: dict[str, Callable[[], Backend]] = {
     "threads": _backend("threads", "ThreadBackend", N_WORKERS),
     "processes": _backend("processes", "ProcessBackend", N_WORKERS),
     "processes-spawn": _backend("processes", "ProcessBackend", N_WORKERS, start_method="spawn"),
+    "dask": _backend("dask", "DaskBackend"),  # the default client: see dask_client
 }
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """A 2-worker LocalCluster on 127.0.0.1 for this module, its Client the default; logs silenced."""
+    pickling, environ = dict(copyreg.dispatch_table), dict(os.environ)  # restored: module docstring
+    distributed = pytest.importorskip("distributed")
+    quiet = [logging.getLogger(name) for name in ("distributed", "tornado", "bokeh")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)  # worker kills and cancellations are logged as errors
+    with contextlib.ExitStack() as stack:
+        for table, saved in ((copyreg.dispatch_table, pickling), (os.environ, environ)):
+            stack.callback(table.update, saved)  # callbacks run last-in first-out: clear, then update
+            stack.callback(table.clear)
+        cluster = stack.enter_context(
+            distributed.LocalCluster(
+                n_workers=N_WORKERS,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # any free port: never clash with another cluster
+                silence_logs=logging.CRITICAL,
+            )
+        )
+        yield stack.enter_context(distributed.Client(cluster))
+    for logger, level in zip(quiet, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """A fresh backend of each kind, closed after the test."""
+    if request.param == "dask":
+        request.getfixturevalue("dask_client")
     try:
         made = FACTORIES[request.param]()
     except ModuleNotFoundError as error:  # pragma: no cover - while a backend is being written
@@ -136,7 +176,7 @@ class TestItemErrors:
         assert error.index == 3
         assert "item 3 raised ItemBoom: odd item 7" in str(error)
         assert isinstance(error.__cause__, ItemBoom)
-        if backend.kind == "processes":
+        if backend.kind in ("processes", "dask"):
             assert "fail_on_odd" in str(error.__cause__.__cause__)  # the worker's traceback
 
     def test_collect_goes_on(self, backend: Backend) -> None:
@@ -148,7 +188,10 @@ class TestItemErrors:
 @pytest.mark.timeout(30)
 class TestTimeouts:
     def test_item_timeout(self, backend: Backend, tmp_path: Path) -> None:
-        """Processes: the item is stopped. Threads: abandoned, reported at once. Serial: after the fact."""
+        """Processes: the item is stopped. Threads, Dask: abandoned, reported at once. Serial: after the fact.
+
+        On Dask the item runs on a helper thread of the task, which is abandoned in the worker.
+        """
         if backend.kind == "serial":
             items: list[Any] = [("sleep", 0.0), ("sleep", 0.4), ("sleep", 0.0)]
             func: Callable[[Any], Any] = behave
@@ -175,7 +218,7 @@ class TestTimeouts:
                 time.sleep(0.05)
 
     def test_collect_resumes_after_a_timeout(self, backend: Backend) -> None:
-        only(backend, "threads", "processes")
+        only(backend, "threads", "processes", "dask")
         items: list[Any] = [1, ("sleep", 10), 3, 4, 5]
         runner = Runner(backend, behave, items, chunksize=5, item_timeout=0.3, on_error="collect")
         assert list(runner) == [1, None, 3, 4, 5]
@@ -212,6 +255,8 @@ class TestCtrlC:
     def test_sigint_during_a_run_stops_it_promptly(self, backend: Backend) -> None:
         # Processes spin (busy CPU would show if they were left running); threads and serial sleep
         # (a thread cannot be stopped: a spinning one would hold the GIL for the rest of the suite).
+        # Dask sleeps 2 s, not 20: a running Dask task cannot be stopped either and keeps its worker
+        # thread until it returns, so the "still usable" run below waits for the two running items.
         def spin(seconds: float) -> float:  # nested: cloudpickle sends it by value, any start method
             end = time.perf_counter() + seconds
             while time.perf_counter() < end:
@@ -220,6 +265,8 @@ class TestCtrlC:
 
         func: Callable[[Any], Any] = spin if backend.kind == "processes" else workfuncs.behave
         items: list[Any] = [20.0] * 8 if backend.kind == "processes" else [("sleep", 20.0)] * 8
+        if backend.kind == "dask":
+            items = [("sleep", 2.0)] * 8
         timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
         runner = Runner(backend, func, items, chunksize=1)
         started = time.monotonic()

@@ -28,6 +28,12 @@ The model, for ``n`` items of mean wall time ``d`` run as ``n_jobs`` workers × 
 - **startup**: processes boot concurrently (the child does the work), so cold workers cost one
   ``process_startup`` per wave of usable cores; threads start one after another in the parent,
   ``thread_startup`` each. Warm workers (already running in a reusable pool) cost nothing.
+- **Dask** is modelled as processes, on the machine that describes the *cluster*
+  (:func:`amorsize.measure.cluster.cluster_machine`): its cores are the workers' threads, its
+  ``process_task_overhead`` and bandwidth are measured against the scheduler, its start-up is 0
+  (the workers already run). Two things differ from local processes: Dask's nannies start workers
+  with one BLAS/OpenMP thread (:data:`DASK_BLAS_THREADS`), and the worker processes' own memory is
+  already spent, so a busy worker thread costs only the item's memory growth.
 - **dispatch**: ``chunks × task overhead``, parent-side serial work (conservative: not overlapped).
 - **transfer** (processes only; threads share memory): ``n·(serialize + (in + out bytes) / bandwidth)``,
   also parent-side and not overlapped.
@@ -63,6 +69,7 @@ from amorsize.core.types import Candidate, ExecutorKind, Machine, Prediction, Pr
 from amorsize.errors import ConfigurationError
 
 __all__ = [
+    "DASK_BLAS_THREADS",
     "FALLBACK_PIPE_BANDWIDTH",
     "MIN_PIPE_BANDWIDTH",
     "PROBE_NOISE",
@@ -119,6 +126,11 @@ TAIL_SHRINK = 0.5
 #: Bytes per second assumed when the machine's measured pipe bandwidth is missing, zero or not finite:
 #: MachineCosts.fallback's figure (typical of a 2020s Linux laptop).
 FALLBACK_PIPE_BANDWIDTH = 500e6
+
+#: BLAS/OpenMP threads an item gets in a Dask worker: ``distributed``'s nanny starts workers with
+#: OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS set to 1 (its default
+#: ``distributed.nanny.pre-spawn-environ``, checked on distributed 2026.8).
+DASK_BLAS_THREADS = 1
 
 #: Floor on the pipe bandwidth, bytes per second: keeps bytes / bandwidth finite for a subnormal or
 #: absurdly small measurement (any real pipe is at least a million times faster).
@@ -249,7 +261,9 @@ def memory_ceiling(workload: Workload, machine: Machine, executor: ExecutorKind)
     """Most workers of ``executor`` that fit in the available memory, or None when memory sets no limit.
 
     Processes each cost :data:`WORKER_BASE_MEMORY` plus the item's peak growth; threads share the
-    process, so only the items' growth counts (no limit when it is unknown, i.e. 0).
+    process, so only the items' growth counts (no limit when it is unknown, i.e. 0). Dask worker
+    threads count like threads: their processes already run, ``machine`` is the cluster's and its
+    available memory is what the workers' limits leave.
 
     Args:
         workload: the workload summary.
@@ -260,9 +274,9 @@ def memory_ceiling(workload: Workload, machine: Machine, executor: ExecutorKind)
         A count ≥ 0 (0: not even one worker fits), or None.
     """
     available = max(0, machine.available_memory)
-    if executor in _PROCESS_KINDS:
+    if executor == "processes":
         return available // (WORKER_BASE_MEMORY + workload.peak_memory_bytes)
-    if executor == "threads" and workload.peak_memory_bytes > 0:
+    if executor in ("threads", "dask") and workload.peak_memory_bytes > 0:
         return available // workload.peak_memory_bytes
     return None
 
@@ -298,8 +312,9 @@ def item_wall_in_worker(workload: Workload, machine: Machine, executor: Executor
     """Wall seconds one item takes inside a worker, alone on its core(s).
 
     It is the measured mean, except for multi-threaded BLAS items in worker processes: the runner limits
-    each process to :func:`blas_threads_per_worker` threads, so an item that kept ``r`` cores busy for
-    ``d`` seconds takes ``d·r / min(r, threads)``.
+    each process to :func:`blas_threads_per_worker` threads (Dask workers run with
+    :data:`DASK_BLAS_THREADS`), so an item that kept ``r`` cores busy for ``d`` seconds takes
+    ``d·r / min(r, threads)``.
 
     Args:
         workload: the workload summary.
@@ -313,7 +328,8 @@ def item_wall_in_worker(workload: Workload, machine: Machine, executor: Executor
     d = workload.mean_duration
     r = workload.cpu_ratio
     if executor in _PROCESS_KINDS and r > 1.0 and workload.blas_threads > 1:
-        return d * r / min(r, float(blas_threads_per_worker(machine, n_jobs)))
+        threads = DASK_BLAS_THREADS if executor == "dask" else blas_threads_per_worker(machine, n_jobs)
+        return d * r / min(r, float(threads))
     return d
 
 
@@ -469,7 +485,8 @@ def predict(
     Args:
         profile: the dry run's measurements.
         machine: the machine.
-        candidate: executor kind, workers and chunk size. Dask is modelled as local worker processes.
+        candidate: executor kind, workers and chunk size. Dask is modelled as worker processes on
+            ``machine`` (pass the cluster's machine, see the module docstring).
         n_items: items to run.
         warm_workers: workers of this kind already running in a reusable pool (no start-up cost).
 

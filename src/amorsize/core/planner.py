@@ -11,6 +11,11 @@ only when the function and items pickle; Dask only when asked for)::
             threads must beat processes even with the probe's uncertainty added to their serial part
     gate:   parallel only if speedup ≥ min_speedup and the saving ≥ NOISE_FLOOR, else serial
 
+Given a Dask cluster's machine (``plan(..., cluster=...)``, built by
+:func:`amorsize.measure.cluster.cluster_machine`), the parallel kind is Dask alone, searched on the
+cluster's machine (its worker threads, measured per-task cost and bandwidth, no start-up) against
+serial here, with the same gate: a run too small to pay for the cluster's per-task cost stays serial.
+
 Bounds: processes up to the usable cores and the memory ceiling; threads up to :data:`MAX_THREADS`
 (or :data:`THREADS_PER_CORE` × usable cores) for waiting work, and the threads' memory ceiling; both
 up to ``max_workers`` and the number of items. Chunks never exceed one worker's share,
@@ -35,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from amorsize.core.model import (
+    DASK_BLAS_THREADS,
     PROBE_NOISE,
     WORKER_BASE_MEMORY,
     Workload,
@@ -301,13 +307,15 @@ _KIND_WORKERS = {"threads": "thread", "processes": "process", "dask": "Dask"}
 _PROCESS_KINDS = ("processes", "dask")
 
 
-def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
+def plan(profile: Profile, machine: Machine, options: PlanOptions, *, cluster: Machine | None = None) -> Plan:
     """Search ways to run ``profile``'s function on ``machine`` and return the cheapest, with reasons.
 
     Args:
         profile: the dry run's measurements.
         machine: the machine.
         options: the user's knobs (forced executor, worker count or chunk size, bounds, thresholds).
+        cluster: a Dask cluster as a machine (see the module docstring); then the plan is serial
+            (here) or Dask (there), and ``options.executor`` may only be None, ``"serial"`` or ``"dask"``.
 
     Returns:
         The plan: the chosen candidate and its prediction, the serial prediction, the best alternatives
@@ -315,7 +323,8 @@ def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
 
     Raises:
         ConfigurationError: an option is out of range, or ``executor="processes"`` (or ``"dask"``) was
-            forced for a function or items that cannot be pickled.
+            forced for a function or items that cannot be pickled, or a local parallel executor was
+            forced together with a ``cluster``.
 
     Example:
         >>> from amorsize.core.types import Machine, MachineCosts, PlanOptions, Profile
@@ -327,6 +336,11 @@ def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
         ('threads', True)
     """
     _validate(options)
+    if cluster is not None and options.executor in ("threads", "processes"):
+        raise ConfigurationError(
+            f"executor={options.executor!r} cannot run on a Dask cluster; with a cluster pass "
+            "executor='dask', 'serial' or None (to choose between them)"
+        )
     w = Workload.from_profile(profile, free_threaded=machine.free_threaded or profile.free_threaded)
     stream = options.n_items is None
     n = options.assumed_stream_items if options.n_items is None else options.n_items
@@ -347,7 +361,10 @@ def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
     if n == 0:
         return serial_plan("No items to run; serial.")
 
-    results = _search_kinds(_Search(w, machine, options, n), profile, warnings)
+    # Parallel candidates run on the cluster when there is one; serial always runs here.
+    parallel = machine if cluster is None else cluster
+    kinds: list[ExecutorKind] | None = ["dask"] if cluster is not None else None
+    results = _search_kinds(_Search(w, parallel, options, n), profile, warnings, kinds)
     if not results:
         return serial_plan("No parallel executor was possible; serial.")
 
@@ -361,17 +378,17 @@ def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
         )
 
     best_by_kind = {kind: result.best(worth_it) for kind, result in results.items()}
-    doubtful = _Search(_doubting_the_probe(w, profile), machine, options, n)
+    doubtful = _Search(_doubting_the_probe(w, profile), parallel, options, n)
     chosen = _choose_kind(best_by_kind, doubtful, worth_it)
     prediction = chosen.prediction()
     speedup = _speedup(serial.total, chosen.total)
     go_parallel = worth_it(chosen)
-    warnings += _limit_warnings(results, best_by_kind, chosen if go_parallel else None, w, machine, options)
+    warnings += _limit_warnings(results, best_by_kind, chosen if go_parallel else None, w, parallel, options)
 
     if not go_parallel:
         alternatives = tuple(sorted((p.prediction() for p in best_by_kind.values()), key=lambda p: p.total))
         fastest = min(best_by_kind.values(), key=lambda p: p.total)
-        reason = _serial_reason(w, profile, fastest, serial, machine, options)
+        reason = _serial_reason(w, profile, fastest, serial, parallel, options)
         return serial_plan(reason, alternatives)
 
     if speedup < 1.0:
@@ -388,8 +405,8 @@ def plan(profile: Profile, machine: Machine, options: PlanOptions) -> Plan:
     reasons = (
         f"{chosen.candidate}: predicted {speedup:.1f}× faster than serial "
         f"({_fmt_time(serial.total)} → {_fmt_time(chosen.total)}){assumed}.",
-        _executor_reason(w, profile, prediction, results[kind], best_by_kind, machine, options, n),
-        _chunk_reason(w, prediction, machine, options, n),
+        _executor_reason(w, profile, prediction, results[kind], best_by_kind, parallel, options, n),
+        _chunk_reason(w, prediction, parallel, options, n),
     )
     alternatives = tuple(sorted(others, key=lambda p: p.total))
     return Plan(chosen.candidate, prediction, serial, alternatives, reasons, tuple(warnings))
@@ -426,13 +443,18 @@ def _choose_kind(
     return best_by_kind[choice]
 
 
-def _search_kinds(search: _Search, profile: Profile, warnings: list[str]) -> dict[ExecutorKind, _KindResult]:
-    """Search every executor kind allowed; note in ``warnings`` the kinds left out and why."""
+def _search_kinds(
+    search: _Search, profile: Profile, warnings: list[str], unforced: list[ExecutorKind] | None = None
+) -> dict[ExecutorKind, _KindResult]:
+    """Search every executor kind allowed; note in ``warnings`` the kinds left out and why.
+
+    ``unforced`` is the kinds to consider when no executor is forced (default: threads and processes).
+    """
     options, machine, w, n = search.options, search.machine, search.workload, search.n
     usable = max(1, machine.usable_cores)
     physical = min(max(1, machine.physical_cores), usable)
     kinds: list[ExecutorKind] = (
-        [options.executor] if options.executor is not None else ["threads", "processes"]
+        [options.executor] if options.executor is not None else list(unforced or ["threads", "processes"])
     )
     if not profile.picklable:
         if options.executor in _PROCESS_KINDS:
@@ -441,11 +463,12 @@ def _search_kinds(search: _Search, profile: Profile, warnings: list[str]) -> dic
                 "neither pickle nor cloudpickle could pickle them; use executor='threads' or make "
                 "them picklable (module-level function, no open files, locks or sockets in items)"
             )
-        if "processes" in kinds:
-            kinds.remove("processes")
+        for kind in [k for k in kinds if k in _PROCESS_KINDS]:
+            kinds.remove(kind)
             warnings.append(
                 "The function or its items cannot be pickled (neither pickle nor cloudpickle works), "
-                "so processes were not considered."
+                f"so {'Dask' if kind == 'dask' else kind} {'was' if kind == 'dask' else 'were'} "
+                "not considered."
             )
 
     results: dict[ExecutorKind, _KindResult] = {}
@@ -521,7 +544,7 @@ def _largest_overhead(prediction: Prediction) -> float:
 
 
 def _worker_memory_text(w: Workload, kind: ExecutorKind) -> str:
-    if kind in _PROCESS_KINDS:
+    if kind == "processes":
         return f"about {_fmt_bytes(WORKER_BASE_MEMORY + w.peak_memory_bytes)} each"
     return f"about {_fmt_bytes(w.peak_memory_bytes)} per item in flight"
 
@@ -603,6 +626,11 @@ def _executor_reason(
     kind = cand.executor
     if options.executor is not None:
         why = "Dask was requested" if kind == "dask" else f"{kind} were requested"
+    elif kind == "dask":
+        why = (
+            f"the Dask cluster offers {machine.usable_cores} worker threads at "
+            f"{_fmt_time(machine.costs.process_task_overhead)} per task ({machine.costs.source})"
+        )
     elif kind == "threads":
         if w.cpu_ratio < IO_BOUND_CPU_RATIO:
             why = (
@@ -627,7 +655,11 @@ def _executor_reason(
         limit = f"n_jobs={options.n_jobs} was requested"
     elif cand.n_jobs == result.bound and result.bound_by != "thread limit":
         limit = {
-            "cores": f"{cand.n_jobs} workers use every usable core",
+            "cores": (
+                f"{cand.n_jobs} tasks at once use every worker thread of the cluster"
+                if kind == "dask"
+                else f"{cand.n_jobs} workers use every usable core"
+            ),
             "memory": f"memory allows no more than {cand.n_jobs} workers",
             "max_workers": f"max_workers={cand.n_jobs}",
             "items": f"one worker per item ({cand.n_jobs})",
@@ -643,8 +675,10 @@ def _executor_reason(
             limit = f"{cand.n_jobs} workers keep the usable cores busy"
         else:
             limit = f"more than {cand.n_jobs} workers would cost more in start-up and dispatch than they save"
-    if kind in _PROCESS_KINDS and w.blas_threads > 1 and w.cpu_ratio > 1.0:
+    if kind == "processes" and w.blas_threads > 1 and w.cpu_ratio > 1.0:
         limit += f", each limited to {blas_threads_per_worker(machine, cand.n_jobs)} BLAS threads"
+    elif kind == "dask" and w.blas_threads > 1 and w.cpu_ratio > 1.0:
+        limit += f", each with {DASK_BLAS_THREADS} BLAS thread (the Dask workers' setting)"
     return f"{why[0].upper()}{why[1:]}; {limit}."
 
 
