@@ -63,7 +63,16 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _plan_options(args: argparse.Namespace) -> dict[str, Any]:
     """The planning flags that were given (the API's defaults stand for the rest)."""
-    return {name: getattr(args, name) for name in _PLAN_OPTIONS if getattr(args, name, None) is not None}
+    options = {name: getattr(args, name) for name in _PLAN_OPTIONS if getattr(args, name, None) is not None}
+    backend = getattr(args, "backend", None)
+    scheduler = getattr(args, "scheduler", None)
+    if backend == "local" and scheduler:
+        raise UsageError("--scheduler runs on a Dask cluster; it cannot go with --backend local")
+    if backend == "dask" or scheduler:
+        options["backend"] = "dask"
+    if scheduler:
+        options["client"] = scheduler
+    return options
 
 
 def _plot_or_warn(result: Any, path: str, *, measured: Any = ()) -> None:

@@ -105,7 +105,19 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     )
     plan.add_argument("--n-jobs", type=_positive_int, metavar="N", help="force the number of workers")
     plan.add_argument("--chunksize", type=_positive_int, metavar="N", help="force the items per chunk")
-    plan.add_argument("--executor", choices=("serial", "threads", "processes"), help="force the executor")
+    plan.add_argument(
+        "--executor", choices=("serial", "threads", "processes", "dask"), help="force the executor"
+    )
+    plan.add_argument(
+        "--backend",
+        choices=("local", "dask"),
+        help="run on this machine (local, the default) or on a Dask cluster (needs amorsize[dask])",
+    )
+    plan.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler to use, e.g. tcp://10.0.0.5:8786 (implies --backend dask)",
+    )
     plan.add_argument("--max-workers", type=_positive_int, metavar="N", help="never use more workers than N")
     plan.add_argument(
         "--start-method",
