@@ -181,7 +181,12 @@ class TestExecute:
             return x
 
         results, report = execute(
-            odd_fails, range(1, 41), on_error="collect", placeholder=-1, return_report=True, executor="threads"
+            odd_fails,
+            range(1, 41),
+            on_error="collect",
+            placeholder=-1,
+            return_report=True,
+            executor="threads",
         )
         assert results == [-1 if x % 2 else x for x in range(1, 41)]
         assert report.n_failed == 20

@@ -1,23 +1,39 @@
-"""The command line's Dask flags, against a real loopback LocalCluster."""
+"""The command line's Dask flags, against a real loopback LocalCluster.
+
+``distributed`` is imported only inside the fixture, and what importing it changes process-wide
+(tblib's exception reducers in ``copyreg``, a nanny's environment) is restored afterwards, so the
+other tests see a process that never imported Dask (see tests/run/test_contract.py).
+"""
 
 from __future__ import annotations
 
+import copyreg
 import json
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from amorsize.cli import EXIT_USAGE, main
 
-distributed = pytest.importorskip("distributed")
-
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """A one-worker, two-thread in-process cluster on 127.0.0.1; yields its address."""
+    pickling, environ = dict(copyreg.dispatch_table), dict(os.environ)
+    distributed = pytest.importorskip("distributed")
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    with distributed.LocalCluster(
+    try:
+        yield from _cluster(distributed)
+    finally:
+        for table, saved in ((copyreg.dispatch_table, pickling), (os.environ, environ)):
+            table.clear()
+            table.update(saved)
+
+
+def _cluster(distributed: object) -> Iterator[str]:
+    with distributed.LocalCluster(  # type: ignore[attr-defined]
         n_workers=1,
         threads_per_worker=2,
         processes=False,

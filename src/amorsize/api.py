@@ -5,28 +5,42 @@
     optimize(func, data) ─► sample (dry run) ─► probe_machine ─► plan ─► OptimizationResult
     execute(func, data)  ─► the same, then ─► pool (reused) ─► runner ─► results (+ RunReport)
                                                the dry run's results are emitted, not recomputed
+    resilience options   ─► amorsize.resilience.session.Resilience: retry wrapper, gate (breaker,
+                            rate limit), checkpoint (resumed: its plan, no dry run), dead letters
+    backend="dask"       ─► client (given, default, or connected from an address) ─► probe_cluster
+                            (measured once per scheduler) ─► plan: serial here or Dask there ─►
+                            DaskBackend instead of the pool
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from amorsize.core.model import blas_threads_per_worker
 from amorsize.core.planner import plan as make_plan
-from amorsize.core.types import Candidate, ExecutorKind, Plan, PlanOptions, Prediction
+from amorsize.core.types import Candidate, ExecutorKind, Machine, Plan, PlanOptions, Prediction
 from amorsize.errors import ConfigurationError
+from amorsize.measure.cluster import probe_cluster
 from amorsize.measure.identity import function_key, function_name
 from amorsize.measure.machine import probe_machine
 from amorsize.measure.sampler import Sample, sample
 from amorsize.report.text import explain
+from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy
+from amorsize.resilience.dlq import DeadLetterQueue
+from amorsize.resilience.ratelimit import RateLimitPolicy
+from amorsize.resilience.retry import RetryPolicy
+from amorsize.resilience.session import OnErrorPolicy, Resilience
 from amorsize.results import Diagnostics, OptimizationResult, StreamingOptimizationResult
+from amorsize.run.backend import Backend
 from amorsize.run.hooks import ProgressBar, RunHooks
 from amorsize.run.pools import lease, warm_workers
 from amorsize.run.report import RunReport
@@ -36,6 +50,8 @@ from amorsize.store import default_store
 __all__ = ["execute", "imap", "optimize", "optimize_streaming", "process_in_batches"]
 
 LOCAL_EXECUTORS: tuple[str, ...] = ("serial", "threads", "processes")
+#: What ``executor=`` accepts: the local kinds, and ``"dask"`` (which implies ``backend="dask"``).
+EXECUTORS: tuple[str, ...] = (*LOCAL_EXECUTORS, "dask")
 
 
 def _check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> None:
@@ -66,9 +82,9 @@ def _check_options(
     _check_positive_int("n_jobs", n_jobs)
     _check_positive_int("chunksize", chunksize)
     _check_positive_int("max_workers", max_workers)
-    if executor is not None and executor not in LOCAL_EXECUTORS:
+    if executor is not None and executor not in EXECUTORS:
         raise ConfigurationError(
-            f"executor must be one of {', '.join(repr(kind) for kind in LOCAL_EXECUTORS)} or None "
+            f"executor must be one of {', '.join(repr(kind) for kind in EXECUTORS)} or None "
             f"(got {executor!r})"
         )
 
@@ -91,8 +107,14 @@ def analyse(
     start_method: str | None = None,
     min_speedup: float = 1.2,
     assumed_stream_items: int | None = None,
+    cluster: Machine | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[Sample, Diagnostics, tuple[str, ...]]:
     """Run the dry run, probe the machine and plan; the shared first half of every API call.
+
+    ``cluster``: a Dask cluster as a machine (:func:`~amorsize.measure.cluster.probe_cluster`); the
+    plan is then serial here or Dask there, and the diagnostics show the cluster. ``clock``: times
+    the dry run's calls (a rate-limited run passes one that leaves out its waits for tokens).
 
     Returns:
         The sample (with the dry run's results and the rest of the data), the diagnostics (profile,
@@ -108,7 +130,7 @@ def analyse(
         executor=executor,
         max_workers=max_workers,
     )
-    measured = sample(func, data, sample_size=sample_size)
+    measured = sample(func, data, sample_size=sample_size, clock=clock)
     began = time.perf_counter()
     machine = probe_machine(start_method=start_method)
     total = measured.profile.total_items
@@ -131,13 +153,13 @@ def analyse(
             f"the dry run already computed all {measured.n_done} items: nothing left to run"
         )
     else:
-        the_plan = make_plan(measured.profile, machine, options)
+        the_plan = make_plan(measured.profile, machine, options, cluster=cluster)
     warnings = measured.warnings + the_plan.warnings
     if the_plan.candidate.executor == "processes":
         warnings += measured.process_caveats
     diagnostics = Diagnostics(
         profile=measured.profile,
-        machine=machine,
+        machine=machine if cluster is None else cluster,
         plan=the_plan,
         sampling_seconds=measured.seconds,
         planning_seconds=time.perf_counter() - began,
@@ -159,6 +181,8 @@ def optimize(
     max_workers: int | None = None,
     start_method: str | None = None,
     min_speedup: float = 1.2,
+    backend: str | None = None,
+    client: Any = None,
 ) -> OptimizationResult:
     """Measure ``func`` on a few items and this machine, and recommend how to run it over ``data``.
 
@@ -175,6 +199,11 @@ def optimize(
         max_workers: an upper bound on workers.
         start_method: multiprocessing start method to plan for (default: the platform's).
         min_speedup: predicted speedup a parallel plan must reach to be recommended.
+        backend: ``"local"`` (this machine) or ``"dask"`` (plan for a Dask cluster: serial here or
+            Dask there, with the cluster's measured costs); default: ``"dask"`` when ``client`` is
+            given or ``executor="dask"``, else ``"local"``. Needs ``pip install 'amorsize[dask]'``.
+        client: for Dask: a ``distributed.Client``, a scheduler address (``"tcp://host:8786"``,
+            connected for this call and closed after it), or None for the default client.
 
     Returns:
         An :class:`~amorsize.results.OptimizationResult`.
@@ -182,24 +211,31 @@ def optimize(
     Raises:
         ConfigurationError: a bad argument (the message says which and how to fix it).
         SamplingError: ``func`` raised on a sampled item (index named, original chained).
+        MissingExtraError: ``backend="dask"`` without the ``dask`` extra installed.
 
     Example:
         >>> result = optimize(abs, range(-1000, 1000))
         >>> result.executor  # 2,000 calls of abs() are far too cheap to parallelise
         'serial'
     """
-    measured, diagnostics, warnings = analyse(
-        func,
-        data,
-        sample_size=sample_size,
-        target_chunk_duration=target_chunk_duration,
-        n_jobs=n_jobs,
-        chunksize=chunksize,
-        executor=executor,
-        max_workers=max_workers,
-        start_method=start_method,
-        min_speedup=min_speedup,
-    )
+    dask_client, owns_client = _dask_client(backend, executor, client)
+    try:
+        measured, diagnostics, warnings = analyse(
+            func,
+            data,
+            sample_size=sample_size,
+            target_chunk_duration=target_chunk_duration,
+            n_jobs=n_jobs,
+            chunksize=chunksize,
+            executor=executor,
+            max_workers=max_workers,
+            start_method=start_method,
+            min_speedup=min_speedup,
+            cluster=None if dask_client is None else probe_cluster(dask_client),
+        )
+    finally:
+        if owns_client:
+            dask_client.close()
     the_plan = diagnostics.plan
     result = OptimizationResult(
         n_jobs=the_plan.candidate.n_jobs,
@@ -284,9 +320,6 @@ def optimize_streaming(
     return result
 
 
-OnErrorPolicy = Literal["raise", "collect"]
-
-
 @dataclass(frozen=True)
 class _RunSetup:
     """Everything a run needs, decided before the first chunk is sent."""
@@ -296,6 +329,65 @@ class _RunSetup:
     diagnostics: Diagnostics | None
     warnings: tuple[str, ...]
     blas_threads: int | None
+    dask_client: Any = None  # the distributed.Client of a run with backend="dask"
+    owns_client: bool = False  # connected from an address for this run: closed at its end
+
+
+def _dask_client(backend: str | None, executor: str | None, client: Any) -> tuple[Any, bool]:
+    """The Dask client a call uses and whether it connected it, or ``(None, False)`` to stay local.
+
+    Dask is used when ``backend="dask"``, or (backend None) when a ``client`` is given or
+    ``executor="dask"``.
+
+    Raises:
+        ConfigurationError: an unknown backend, a client with ``backend="local"``, a local parallel
+            executor with Dask, no client found.
+        MissingExtraError: the ``dask`` extra is not installed.
+    """
+    if backend not in (None, "local", "dask"):
+        raise ConfigurationError(f"backend must be 'local', 'dask' or None (got {backend!r})")
+    if backend == "local" and (client is not None or executor == "dask"):
+        raise ConfigurationError(
+            "client= and executor='dask' run on a Dask cluster; pass backend='dask' (or leave it out)"
+        )
+    if backend is None and client is None and executor != "dask":
+        backend = "local"
+    if backend == "local":
+        return None, False
+    if executor in ("threads", "processes"):
+        raise ConfigurationError(
+            f"executor={executor!r} cannot run on a Dask cluster; with backend='dask' pass "
+            "executor='dask', 'serial' or None (to choose between them)"
+        )
+    from amorsize.run.backends.dask import connect
+
+    return connect(client)
+
+
+@contextlib.contextmanager
+def _backend_for(setup: _RunSetup, start_method: str | None) -> Iterator[Backend]:
+    """The backend of a planned run: Dask on the run's client, or a leased local pool.
+
+    A client this run connected (from an address) is closed at the end, even if the plan was serial.
+    """
+    candidate = setup.candidate
+    try:
+        if candidate.executor == "dask":
+            from amorsize.run.backends.dask import DaskBackend
+
+            with DaskBackend(setup.dask_client) as dask_backend:
+                yield dask_backend
+        else:
+            with lease(
+                candidate.executor,
+                candidate.n_jobs,
+                start_method=start_method,
+                blas_threads=setup.blas_threads,
+            ) as pooled:
+                yield pooled
+    finally:
+        if setup.owns_client:
+            setup.dask_client.close()
 
 
 def _prepare(
@@ -308,8 +400,14 @@ def _prepare(
     start_method: str | None,
     blas_threads: int | None,
     optimize_options: Mapping[str, Any],
+    backend: str | None = None,
+    client: Any = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> _RunSetup:
-    """Plan a run; skip the dry run only when executor, n_jobs and chunksize are all forced."""
+    """Plan a run; skip the dry run only when executor, n_jobs and chunksize are all forced.
+
+    With Dask (see :func:`_dask_client`) the plan is made for the cluster, and the setup carries the client.
+    """
     unknown = set(optimize_options) - _OPTIMIZE_OPTIONS
     if unknown:
         raise ConfigurationError(
@@ -327,20 +425,28 @@ def _prepare(
         )
         kind = cast(ExecutorKind, executor)
         candidate = Candidate(kind, 1 if kind == "serial" else n_jobs, chunksize)
-        return _RunSetup(candidate, None, None, (), blas_threads)
-    measured, diagnostics, warnings = analyse(
-        func,
-        data,
-        n_jobs=n_jobs,
-        chunksize=chunksize,
-        executor=executor,
-        start_method=start_method,
-        **optimize_options,
-    )
+        return _RunSetup(candidate, None, None, (), blas_threads, *_dask_client(backend, executor, client))
+    dask_client, owns_client = _dask_client(backend, executor, client)
+    try:
+        measured, diagnostics, warnings = analyse(
+            func,
+            data,
+            n_jobs=n_jobs,
+            chunksize=chunksize,
+            executor=executor,
+            start_method=start_method,
+            cluster=None if dask_client is None else probe_cluster(dask_client),
+            clock=clock,
+            **optimize_options,
+        )
+    except BaseException:
+        if owns_client:
+            dask_client.close()
+        raise
     candidate = diagnostics.plan.candidate
     if blas_threads is None and candidate.executor == "processes":
         blas_threads = blas_threads_per_worker(diagnostics.machine, candidate.n_jobs)
-    return _RunSetup(candidate, measured, diagnostics, warnings, blas_threads)
+    return _RunSetup(candidate, measured, diagnostics, warnings, blas_threads, dask_client, owns_client)
 
 
 _OPTIMIZE_OPTIONS = frozenset(
@@ -349,14 +455,12 @@ _OPTIMIZE_OPTIONS = frozenset(
 
 
 def _run(
-    func: Callable[[Any], Any],
+    session: Resilience,
     data: Iterable[Any],
     setup: _RunSetup,
     *,
     ordered: bool,
     timeout: float | None,
-    on_error: OnErrorPolicy,
-    placeholder: Any,
     hooks: Sequence[RunHooks],
     progress: bool,
     start_method: str | None,
@@ -373,31 +477,69 @@ def _run(
     if progress:
         all_hooks.append(ProgressBar())
     predicted = setup.diagnostics.plan.prediction.total if setup.diagnostics is not None else None
-    with lease(
-        candidate.executor, candidate.n_jobs, start_method=start_method, blas_threads=setup.blas_threads
-    ) as backend:
+    with _backend_for(setup, start_method) as backend:
         runner = Runner(
             backend,
-            func,
+            session.worker_func,
             items,
-            chunksize=candidate.chunksize,
             target_chunk_duration=target_chunk_duration,
             n_items=None if total is None else max(0, total - n_done),
             start=n_done,
             ordered=ordered,
-            on_error=on_error,
-            placeholder=placeholder,
             item_timeout=timeout,
             hooks=all_hooks,
-            precomputed=measured.results if measured is not None else None,
             predicted_seconds=predicted,
+            **session.runner_options(
+                backend.n_workers, candidate.chunksize, measured.results if measured is not None else None
+            ),
         )
         try:
             yield from runner
         finally:
-            report = runner.report
+            report = session.finish(runner.report)
             report_sink.append(report)
-            _record_history(func, report)
+            _record_history(session.key_func, report, session.history_fields())
+    session.completed(report)
+
+
+def _planned(
+    session: Resilience,
+    data: Iterable[Any],
+    *,
+    n_jobs: int | None,
+    chunksize: int | None,
+    executor: str | None,
+    start_method: str | None,
+    blas_threads: int | None,
+    optimize_options: Mapping[str, Any],
+    backend: str | None = None,
+    client: Any = None,
+) -> _RunSetup:
+    """Plan with the session: a resumed checkpoint's plan is forced (so no dry run runs a finished
+    item again); otherwise the dry run goes through the session's gate; the checkpoint records both."""
+    forced = session.forced_plan()
+    setup = _prepare(
+        session.dry_run_func,
+        data,
+        n_jobs=n_jobs if n_jobs is not None else forced.get("n_jobs"),
+        chunksize=chunksize if chunksize is not None else forced.get("chunksize"),
+        executor=executor if executor is not None else forced.get("executor"),
+        start_method=start_method,
+        blas_threads=blas_threads,
+        optimize_options=optimize_options,
+        backend=backend,
+        client=client,
+        clock=session.dry_run_clock,
+    )
+    measured = setup.measured
+    session.planned(
+        setup.candidate.executor,
+        setup.candidate.n_jobs,
+        setup.candidate.chunksize,
+        measured.items if measured is not None else (),
+        measured.results if measured is not None else (),
+    )
+    return setup
 
 
 def _length(data: Iterable[Any]) -> int | None:
@@ -409,8 +551,14 @@ def _length(data: Iterable[Any]) -> int | None:
         return None
 
 
-def _record_history(func: Callable[..., Any], report: RunReport) -> None:
-    """Keep predicted vs measured time in the store; a store problem never fails a run."""
+def _record_history(
+    func: Callable[..., Any], report: RunReport, extra: Mapping[str, Any] | None = None
+) -> None:
+    """Keep predicted vs measured time in the store; a store problem never fails a run.
+
+    ``extra``: more fields for the record (e.g. ``paced``: a breaker or rate limit set the pace, so
+    the wall time says little about the machine).
+    """
     try:
         default_store().record_run(
             {
@@ -426,6 +574,7 @@ def _record_history(func: Callable[..., Any], report: RunReport) -> None:
                 "final_chunksize": report.final_chunksize,
                 "busy_seconds": report.busy_seconds,
                 "items_from_dry_run": report.items_from_dry_run,
+                **(extra or {}),
             }
         )
     except Exception as error:  # the run's results matter more than its history
@@ -448,6 +597,15 @@ def execute(
     hooks: Sequence[RunHooks] = (),
     start_method: str | None = None,
     blas_threads: int | None = None,
+    retry: RetryPolicy | None = None,
+    circuit_breaker: CircuitBreakerPolicy | CircuitBreaker | None = None,
+    rate_limit: RateLimitPolicy | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    keep_checkpoint: bool = False,
+    force_resume: bool = False,
+    dlq: DeadLetterQueue | None = None,
+    backend: str | None = None,
+    client: Any = None,
     **optimize_options: Any,
 ) -> Any:
     """Plan how to run ``func`` over ``data`` and run it that way; results in input order.
@@ -463,13 +621,30 @@ def execute(
             ``"processes"``); when all three are given no dry run is made.
         timeout: seconds one item may run; over it the item is stopped (a process worker is
             killed and replaced) and :class:`~amorsize.errors.ItemTimeoutError` is raised.
-        on_error: ``"raise"`` (stop at the first failure) or ``"collect"`` (failed positions
-            hold ``placeholder``; the failures are in the report).
-        placeholder: the result at a failed position under ``on_error="collect"``.
+        on_error: ``"raise"`` (stop at the first failure), ``"collect"`` (failed positions hold
+            ``placeholder``; the failures are in the report: ``return_report=True``, then
+            ``report.failures``) or ``"dlq"`` (as collect, and each failed item goes to ``dlq``).
+        placeholder: the result at a failed position under ``"collect"`` and ``"dlq"``.
         return_report: return ``(results, report)`` with the :class:`~amorsize.run.report.RunReport`.
         hooks: :class:`~amorsize.run.hooks.RunHooks` instances called as the run goes.
         start_method: multiprocessing start method for process workers.
         blas_threads: BLAS/OpenMP threads per process worker (default: cores // workers).
+        retry: a :class:`~amorsize.resilience.retry.RetryPolicy`: each item is retried in its worker.
+        circuit_breaker: a :class:`~amorsize.resilience.circuit.CircuitBreakerPolicy` (a breaker for
+            this run) or a :class:`~amorsize.resilience.circuit.CircuitBreaker` (shared across runs),
+            kept in this process for all workers; while open, items fail at once with
+            :class:`~amorsize.errors.CircuitOpenError`. Items are then sent one per chunk.
+        rate_limit: a :class:`~amorsize.resilience.ratelimit.RateLimitPolicy` for the whole run.
+        checkpoint: a name (kept in the Amorsize store) or a path — a ``pathlib.Path`` or a string
+            containing ``/`` — to a database file of its own: finished results are committed as
+            they arrive, and a later call with the same checkpoint resumes, never recomputing
+            them. Deleted once a run completes with no failure.
+        keep_checkpoint: keep the checkpoint even then.
+        force_resume: resume even if the function or the data changed since the checkpoint.
+        dlq: the :class:`~amorsize.resilience.dlq.DeadLetterQueue` for ``on_error="dlq"`` (default:
+            the queue ``"default"`` in the Amorsize store).
+        backend, client: run on a Dask cluster (as in :func:`optimize`): chunks become Dask tasks,
+            planned with the cluster's measured costs; ``executor="dask"`` forces Dask over serial.
         **optimize_options: ``sample_size``, ``target_chunk_duration``, ``max_workers``,
             ``min_speedup`` — as in :func:`optimize`.
 
@@ -478,10 +653,12 @@ def execute(
 
     Raises:
         ConfigurationError: a bad argument.
-        SamplingError: ``func`` raised during the dry run.
+        SamplingError: ``func`` raised during the dry run (under ``on_error="raise"``).
         ItemError: ``func`` raised on an item (``.index``; the original is ``__cause__``).
         WorkerDiedError: a worker process died (``.signal_name``, ``.indices``).
         ItemTimeoutError: an item ran longer than ``timeout``.
+        CircuitOpenError: the circuit breaker was open (under ``on_error="raise"``).
+        CheckpointMismatchError: the checkpoint was made by another function or for other data.
 
     Example:
         >>> execute(abs, [-2, -1, 0, 1])
@@ -501,6 +678,15 @@ def execute(
         hooks=hooks,
         start_method=start_method,
         blas_threads=blas_threads,
+        retry=retry,
+        circuit_breaker=circuit_breaker,
+        rate_limit=rate_limit,
+        checkpoint=checkpoint,
+        keep_checkpoint=keep_checkpoint,
+        force_resume=force_resume,
+        dlq=dlq,
+        backend=backend,
+        client=client,
         **optimize_options,
     )
     return (results, report) if return_report else results
@@ -521,42 +707,65 @@ def execute_planned(
     hooks: Sequence[RunHooks] = (),
     start_method: str | None = None,
     blas_threads: int | None = None,
+    retry: RetryPolicy | None = None,
+    circuit_breaker: CircuitBreakerPolicy | CircuitBreaker | None = None,
+    rate_limit: RateLimitPolicy | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    keep_checkpoint: bool = False,
+    force_resume: bool = False,
+    dlq: DeadLetterQueue | None = None,
+    backend: str | None = None,
+    client: Any = None,
     **optimize_options: Any,
 ) -> tuple[list[Any], RunReport, OptimizationResult | None]:
     """:func:`execute`, also returning the report and the plan it ran (None when all was forced).
 
     For the CLI and tools that show the plan next to the results; arguments as :func:`execute`.
     """
-    setup = _prepare(
+    session = Resilience(
         func,
         data,
-        n_jobs=n_jobs,
-        chunksize=chunksize,
-        executor=executor,
-        start_method=start_method,
-        blas_threads=blas_threads,
-        optimize_options=optimize_options,
+        on_error=on_error,
+        placeholder=placeholder,
+        retry=retry,
+        circuit_breaker=circuit_breaker,
+        rate_limit=rate_limit,
+        checkpoint=checkpoint,
+        keep_checkpoint=keep_checkpoint,
+        force_resume=force_resume,
+        dlq=dlq,
     )
-    result = _result_from(setup, data) if setup.diagnostics is not None else None
-    if verbose and result is not None and setup.diagnostics is not None:
-        print(explain(result, setup.diagnostics), file=sys.stderr)
     reports: list[RunReport] = []
-    results = list(
-        _run(
-            func,
+    with session:
+        setup = _planned(
+            session,
             data,
-            setup,
-            ordered=True,
-            timeout=timeout,
-            on_error=on_error,
-            placeholder=placeholder,
-            hooks=hooks,
-            progress=progress,
+            n_jobs=n_jobs,
+            chunksize=chunksize,
+            executor=executor,
             start_method=start_method,
-            target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
-            report_sink=reports,
+            blas_threads=blas_threads,
+            optimize_options=optimize_options,
+            backend=backend,
+            client=client,
         )
-    )
+        result = _result_from(setup, data) if setup.diagnostics is not None else None
+        if verbose and result is not None and setup.diagnostics is not None:
+            print(explain(result, setup.diagnostics), file=sys.stderr)
+        results = list(
+            _run(
+                session,
+                data,
+                setup,
+                ordered=True,
+                timeout=timeout,
+                hooks=hooks,
+                progress=progress,
+                start_method=start_method,
+                target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
+                report_sink=reports,
+            )
+        )
     report = reports[0]
     if verbose:
         print(report.summary(), file=sys.stderr)
@@ -596,6 +805,15 @@ def imap(
     hooks: Sequence[RunHooks] = (),
     start_method: str | None = None,
     blas_threads: int | None = None,
+    retry: RetryPolicy | None = None,
+    circuit_breaker: CircuitBreakerPolicy | CircuitBreaker | None = None,
+    rate_limit: RateLimitPolicy | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    keep_checkpoint: bool = False,
+    force_resume: bool = False,
+    dlq: DeadLetterQueue | None = None,
+    backend: str | None = None,
+    client: Any = None,
     **optimize_options: Any,
 ) -> Iterator[Any]:
     """Lazily run ``func`` over a large or endless ``iterable``, yielding results as they are ready.
@@ -628,7 +846,21 @@ def imap(
         executor=executor,
         max_workers=optimize_options.get("max_workers"),
     )
+    session = Resilience(  # checks the resilience options now; the checkpoint opens on first use
+        func,
+        iterable,
+        on_error=on_error,
+        placeholder=placeholder,
+        retry=retry,
+        circuit_breaker=circuit_breaker,
+        rate_limit=rate_limit,
+        checkpoint=checkpoint,
+        keep_checkpoint=keep_checkpoint,
+        force_resume=force_resume,
+        dlq=dlq,
+    )
     return _imap(
+        session,
         func,
         iterable,
         ordered=ordered,
@@ -637,16 +869,17 @@ def imap(
         chunksize=chunksize,
         executor=executor,
         timeout=timeout,
-        on_error=on_error,
-        placeholder=placeholder,
         hooks=hooks,
         start_method=start_method,
         blas_threads=blas_threads,
         optimize_options=optimize_options,
+        backend=backend,
+        client=client,
     )
 
 
 def _imap(
+    session: Resilience,
     func: Callable[[Any], Any],
     iterable: Iterable[Any],
     *,
@@ -656,37 +889,38 @@ def _imap(
     chunksize: int | None,
     executor: str | None,
     timeout: float | None,
-    on_error: OnErrorPolicy,
-    placeholder: Any,
     hooks: Sequence[RunHooks],
     start_method: str | None,
     blas_threads: int | None,
     optimize_options: Mapping[str, Any],
+    backend: str | None = None,
+    client: Any = None,
 ) -> Iterator[Any]:
-    setup = _prepare(
-        func,
-        iterable,
-        n_jobs=n_jobs,
-        chunksize=chunksize,
-        executor=executor,
-        start_method=start_method,
-        blas_threads=blas_threads,
-        optimize_options=optimize_options,
-    )
-    yield from _run(
-        func,
-        iterable,
-        setup,
-        ordered=ordered,
-        timeout=timeout,
-        on_error=on_error,
-        placeholder=placeholder,
-        hooks=hooks,
-        progress=progress,
-        start_method=start_method,
-        target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
-        report_sink=[],
-    )
+    with session:
+        setup = _planned(
+            session,
+            iterable,
+            n_jobs=n_jobs,
+            chunksize=chunksize,
+            executor=executor,
+            start_method=start_method,
+            blas_threads=blas_threads,
+            optimize_options=optimize_options,
+            backend=backend,
+            client=client,
+        )
+        yield from _run(
+            session,
+            iterable,
+            setup,
+            ordered=ordered,
+            timeout=timeout,
+            hooks=hooks,
+            progress=progress,
+            start_method=start_method,
+            target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
+            report_sink=[],
+        )
 
 
 def process_in_batches(

@@ -1,8 +1,10 @@
-"""The one embedded SQLite store: calibration, cached plans, run history (later: checkpoints, dead letters).
+"""The one embedded SQLite store: calibration, cached plans, run history, checkpoints, dead letters.
 
 One database file per user, in a private directory (``$AMORSIZE_HOME``, else the platform's user data
-directory). It holds JSON text and numbers only — nothing is ever unpickled from it, so a tampered
-file cannot run code. Several threads and processes may use it at once::
+directory). Calibration, plans and history are JSON text and numbers. Checkpointed results and
+dead-lettered items are pickles (:mod:`amorsize.resilience`): they are read back only after the file
+and its directory are checked to be the user's own and writable by no one else, so no other user can
+plant one. Several threads and processes may use it at once::
 
     thread A ─┐                      ┌─ process 2 (its own Store, its own connection)
     thread B ─┼─► Store ── lock ──► one sqlite3 connection ──► amorsize.sqlite3 (WAL) ◄─┘
@@ -113,6 +115,55 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX runs_by_time ON runs (time, id)",
         "CREATE INDEX runs_by_function ON runs (function_key, time, id)",
+    ),
+    (  # amorsize.resilience: checkpoints (of runs and of CheckpointManager) and dead letters
+        """
+        CREATE TABLE checkpoints (
+            name          TEXT PRIMARY KEY,
+            kind          TEXT NOT NULL,
+            created       REAL NOT NULL,
+            updated       REAL NOT NULL,
+            function_key  TEXT,
+            function_name TEXT,
+            n_items       INTEGER,
+            info          TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        """
+        CREATE TABLE checkpoint_results (
+            name    TEXT NOT NULL,
+            start   INTEGER NOT NULL,
+            count   INTEGER NOT NULL,
+            digests BLOB NOT NULL,
+            results BLOB NOT NULL,
+            PRIMARY KEY (name, start)
+        )
+        """,
+        """
+        CREATE TABLE checkpoint_states (
+            name    TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            time    REAL NOT NULL,
+            format  TEXT NOT NULL,
+            state   BLOB NOT NULL,
+            PRIMARY KEY (name, version)
+        )
+        """,
+        """
+        CREATE TABLE dlq_entries (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            queue         TEXT NOT NULL,
+            time          REAL NOT NULL,
+            item_format   TEXT NOT NULL,
+            item          BLOB,
+            error_type    TEXT NOT NULL,
+            error_message TEXT NOT NULL,
+            traceback     TEXT NOT NULL,
+            retry_count   INTEGER NOT NULL,
+            metadata      TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX dlq_entries_by_queue ON dlq_entries (queue, id)",
     ),
 )
 

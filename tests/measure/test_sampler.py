@@ -218,9 +218,10 @@ class TestMeasurement:
             time.sleep(0.004)
             return x
 
-        s = sample(wait, range(1000))  # enough items for a full-size probe
-        assert s.profile.is_io_bound
-        assert s.profile.releases_gil
+        # Enough items for a full-size probe; best of three, as other processes may delay wake-ups.
+        profiles = [sample(wait, range(1000)).profile for _ in range(3)]
+        assert all(p.is_io_bound for p in profiles)
+        assert max(p.thread_speedup or 0.0 for p in profiles) > 1.5
 
     def test_pure_python_holds_the_gil(self) -> None:
         def spin(x: int) -> int:
@@ -229,9 +230,9 @@ class TestMeasurement:
                 total += i
             return total
 
-        s = sample(spin, range(1000))
-        assert s.profile.cpu_ratio > 0.7
-        assert s.profile.thread_speedup is not None and s.profile.thread_speedup < 1.3
+        profiles = [sample(spin, range(1000)).profile for _ in range(3)]
+        assert all(p.cpu_ratio > 0.7 for p in profiles)
+        assert min(p.thread_speedup or 9.0 for p in profiles) < 1.3  # best of three, as above
 
     def test_hashlib_releases_the_gil(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sampler_module, "PROBE_TARGET_SECONDS", 0.1)  # steadier than the default

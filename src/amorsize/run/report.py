@@ -32,7 +32,8 @@ class ChunkRecord:
     """One finished chunk, as the runner saw it.
 
     Attributes:
-        chunk_id: the task's id (unique within the run).
+        chunk_id: the task's id (unique within the run); -1 for items the runner failed at once
+            without running them (an open circuit breaker), which are reported as a chunk of their own.
         start: input position of the chunk's first item.
         size: items attempted (``ChunkOutcome.n_done``); a chunk stopped early is smaller than sent.
         duration: wall seconds the worker spent on it.
@@ -73,7 +74,9 @@ class RunReport:
         failures: the first recorded item failures (``on_error="collect"``, or the one that stopped
             the run under ``"raise"``), in the order they were seen.
         n_failed: how many items failed in all (may exceed ``len(failures)``).
+        n_failed_fast: of those, items failed without calling the function (an open circuit breaker).
         items_from_dry_run: results emitted from the dry run's precomputed results.
+        items_from_checkpoint: results taken from a checkpoint of an earlier, interrupted run.
         predicted_seconds: the planner's predicted wall time for this run, when known.
         error: the exception that ended the run, for ``status`` ``"failed"`` or ``"interrupted"``.
     """
@@ -92,7 +95,9 @@ class RunReport:
     chunks: tuple[ChunkRecord, ...] = ()
     failures: tuple[ItemFailure, ...] = ()
     n_failed: int = 0
+    n_failed_fast: int = 0
     items_from_dry_run: int = 0
+    items_from_checkpoint: int = 0
     predicted_seconds: float | None = None
     error: BaseException | None = None
 
@@ -135,6 +140,8 @@ class RunReport:
         ]
         if self.items_from_dry_run:
             lines.append(f"  {self.items_from_dry_run} results reused from the dry run")
+        if self.items_from_checkpoint:
+            lines.append(f"  {self.items_from_checkpoint} results resumed from a checkpoint")
         ratio = self.measured_vs_predicted
         if self.predicted_seconds is not None and ratio is not None:
             lines.append(f"  predicted {self.predicted_seconds:.3g} s; measured/predicted {ratio:.2f}")
@@ -143,7 +150,8 @@ class RunReport:
             if self.failures:
                 first = self.failures[0]
                 detail = f" (first: item {first.index}: {type(first.error).__name__}: {first.error})"
-            lines.append(f"  {self.n_failed} items failed{detail}")
+            fast = f", {self.n_failed_fast} of them failed fast (circuit open)" if self.n_failed_fast else ""
+            lines.append(f"  {self.n_failed} items failed{fast}{detail}")
         if self.error is not None:
             lines.append(f"  stopped by {type(self.error).__name__}: {self.error}")
         return "\n".join(lines)
@@ -161,6 +169,8 @@ class RunReport:
             f"failed={self.n_failed}",
             f"from_dry_run={self.items_from_dry_run}",
         ]
+        if self.items_from_checkpoint:
+            parts.append(f"from_checkpoint={self.items_from_checkpoint}")
         if self.predicted_seconds is not None:
             ratio = self.measured_vs_predicted
             shown = "?" if ratio is None else f"{ratio:.2f}"

@@ -20,6 +20,13 @@ generator of millions of items streams through in bounded memory), keeping at mo
                            │
                         yield ──► caller (``imap`` hands this generator out; ``execute`` lists it)
 
+With a :class:`DispatchGate` (a circuit breaker, a rate limit: :mod:`amorsize.resilience`), every
+submission first asks ``gate.admit``: the gate may shrink the chunk, make the runner wait (for time
+to pass or for a chunk to finish), or have the next items failed at once without running them
+(an open breaker). Each attempted item's outcome goes back with ``gate.record``, so one gate state
+covers the whole run, whatever the number of workers. ``on_outcome`` sees every fresh result and
+failure (with its item) before it is yielded: checkpoints commit there, dead letters are written there.
+
 Window: chunks in flight plus finished chunks waiting to be yielded never exceed ``max_in_flight``,
 so in ordered mode results are buffered only while an earlier chunk is still running.
 
@@ -51,7 +58,8 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import CancelledError, Future
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from amorsize.core.chunking import ChunkState, chunksize_for, observe
 from amorsize.errors import (
@@ -70,7 +78,11 @@ __all__ = [
     "DEFAULT_IN_FLIGHT_PER_WORKER",
     "MAX_CHUNK_RECORDS",
     "MAX_FAILURES_KEPT",
+    "Admission",
+    "DispatchGate",
+    "Failed",
     "OnError",
+    "OutcomeSink",
     "Runner",
 ]
 
@@ -95,6 +107,77 @@ MAX_FAILURES_KEPT = 1_000
 
 _PASS_THROUGH_ERRORS = (WorkerDiedError, ItemTimeoutError, CircuitOpenError)
 _END = object()
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A gate's answer to "may the runner send the next items now?" (see :class:`DispatchGate`).
+
+    Attributes:
+        n: items that may be sent now, as one chunk (0: none now).
+        wait: when ``n == 0``, seconds after which to ask again; None: ask again when a chunk finishes.
+        fail_fast: when set, the next ``n`` items are not sent: each fails at once with this error
+            (a circuit breaker that is open), and the function is not called for them.
+    """
+
+    n: int
+    wait: float | None = None
+    fail_fast: BaseException | None = None
+
+
+class DispatchGate(Protocol):
+    """Decides, in the parent, how much work may be sent: one state for the whole run, all workers.
+
+    The runner calls it from the thread iterating over the results only.
+    """
+
+    def admit(self, wanted: int, in_flight: int) -> Admission:
+        """How many of the next ``wanted`` items may be sent now; ``in_flight``: items sent, not back."""
+        ...
+
+    def dispatched(self, admitted: int, start: int, sent: int) -> None:
+        """``sent`` (<= ``admitted``) items of the last admission were submitted, from position ``start``."""
+        ...
+
+    def record(self, position: int, error: BaseException | None) -> None:
+        """The outcome of the attempted item at input ``position``: None for a success."""
+        ...
+
+
+#: ``on_outcome(start, items, results, failures)``: fresh outcomes of consecutive items from input
+#: position ``start`` (``results`` holds the placeholder where ``failures`` has an entry), called
+#: before they are yielded. Not called for precomputed results (only for precomputed failures).
+OutcomeSink = Callable[[int, Sequence[Any], Sequence[Any], Sequence[ItemFailure]], None]
+
+#: Items failed at once per turn while a gate says so (an open breaker): enough to amortise the
+#: per-batch work (one ``on_outcome`` call, e.g. one dead-letter transaction) without holding much.
+FAIL_FAST_BATCH = 256
+
+
+def _failed_stub(type_name: str, message: str) -> Failed:
+    return Failed(RuntimeError(f"{type_name}: {message}"))
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A precomputed result that is in fact a failure (an item that failed in the dry run).
+
+    The runner treats it like any item failure at its position (report, hooks, ``on_outcome``,
+    ``on_error``). It is only ever pickled when the dry run measures result sizes, so it pickles
+    small and always: as a ``Failed`` holding the error's type and message as text, without the item.
+
+    Attributes:
+        error: the exception.
+        traceback: its formatted traceback.
+        item: the item that failed (handed to ``on_outcome``).
+    """
+
+    error: BaseException
+    traceback: str = ""
+    item: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_failed_stub, (type(self.error).__qualname__, str(self.error)))
 
 
 def _error_for(failure: ItemFailure) -> BaseException:
@@ -141,11 +224,18 @@ class Runner:
             mapping from input position to result, or a sequence (the results for positions 0, 1, …).
             Positions at or after ``start`` have their item in ``items``: it is pulled and skipped.
             Positions before ``start`` have no item there; they must run without gap up to
-            ``start - 1`` and are emitted first.
+            ``start - 1`` and are emitted first. A :class:`Failed` value is a failure of its item.
+        check_precomputed: called as ``check(position, item)`` on each item pulled and skipped
+            because its result is precomputed; it raises to refuse it (a checkpoint made for other
+            data), which stops the run like any error.
+        gate: a :class:`DispatchGate` consulted before each submission (breaker, rate limit).
+        on_outcome: an :data:`OutcomeSink` (checkpoint commits, dead letters); an exception from it
+            stops the run.
         adaptive: adapt the chunk size during the run; False keeps ``chunksize`` throughout (a
             chunk size the user forced), tail included.
         predicted_seconds: the planner's predicted wall time, copied into the report.
-        clock: returns seconds; the wall time of the run is measured with it.
+        clock: returns seconds; the wall time of the run is measured with it, and a gate's waits.
+        sleep: waits that many seconds (when a gate paces the run and nothing is in flight).
 
     Iterating raises what ``on_error="raise"`` raises; ``KeyboardInterrupt`` (Ctrl-C while the
     runner waits) aborts the backend and propagates; an exception from a hook aborts the backend and
@@ -174,7 +264,11 @@ class Runner:
         precomputed: Mapping[int, Any] | Sequence[Any] | None = None,
         adaptive: bool = True,
         predicted_seconds: float | None = None,
+        check_precomputed: Callable[[int, Any], None] | None = None,
+        gate: DispatchGate | None = None,
+        on_outcome: OutcomeSink | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         n_workers = backend.n_workers
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
@@ -237,7 +331,11 @@ class Runner:
         self._n_before = len(before)
         self._adaptive = adaptive
         self._predicted = predicted_seconds
+        self._check_pre = check_precomputed
+        self._gate = gate
+        self._on_outcome = on_outcome
         self._clock = clock
+        self._sleep = sleep
 
         self._started = False
         self._report: RunReport | None = None
@@ -260,7 +358,10 @@ class Runner:
         self._records: list[ChunkRecord] = []
         self._failures: list[ItemFailure] = []
         self._n_failed = 0
+        self._n_failed_fast = 0
         self._n_from_pre = 0
+        self._items_in_flight = 0
+        self._wait_until: float | None = None  # a gate asked to wait until then (runner clock)
 
     @property
     def total_items(self) -> int | None:
@@ -325,11 +426,14 @@ class Runner:
                 if not self._in_flight:
                     if self._exhausted and not self._ready_ordered and not self._ready_fifo:
                         break
+                    if self._wait_until is not None:  # a gate paces the run; nothing to collect meanwhile
+                        self._sleep(max(0.0, self._wait_until - self._clock()))
+                        continue
                     raise RuntimeError(  # pragma: no cover - an invariant of this loop
                         f"amorsize internal error: nothing in flight but results at "
                         f"{sorted(self._ready_ordered)[:5]} wait for position {self._next_yield}"
                     )
-                self._collect(block=True)
+                self._collect(block=True, until=self._wait_until)
         except GeneratorExit:
             status = "cancelled"
             raise
@@ -345,7 +449,11 @@ class Runner:
             self._finish(status, error, self._clock() - started_at)
 
     def _fill(self) -> None:
-        """Submit chunks (and take precomputed results) until the window is full or the input ends."""
+        """Submit chunks (and take precomputed results) until the window is full or the input ends.
+
+        When the gate says to wait, returns with ``_wait_until`` set (None otherwise).
+        """
+        self._wait_until = None
         while not self._exhausted:
             self._collect(block=False)  # adapt from chunks already finished before sizing the next
             if len(self._in_flight) + len(self._ready_ordered) + len(self._ready_fifo) >= self._max_in_flight:
@@ -357,14 +465,54 @@ class Runner:
             size = self._next_size()
             if next_pre is not None:
                 size = min(size, next_pre - self._position)
-            items = list(itertools.islice(self._source, size))
-            if len(items) < size:
+            admitted = granted = size
+            if self._gate is not None:
+                admission = self._gate.admit(size, self._items_in_flight)
+                if admission.fail_fast is not None:
+                    batch = max(1, admission.n)
+                    if next_pre is not None:
+                        batch = min(batch, next_pre - self._position)
+                    self._fail_fast(batch, admission.fail_fast)
+                    continue
+                if admission.n < 1:
+                    wait = admission.wait
+                    if wait is None and not self._in_flight:
+                        wait = POLL_SECONDS  # waits for a chunk of another run (a shared breaker)
+                    if wait is not None:
+                        self._wait_until = self._clock() + max(0.0, wait)
+                    return
+                granted = admission.n
+                admitted = min(size, granted)
+            items = list(itertools.islice(self._source, admitted))
+            if len(items) < admitted:
                 self._exhausted = True
+            if self._gate is not None:
+                self._gate.dispatched(granted, self._position, len(items))
             if not items:
                 return
             start = self._position
             self._position += len(items)
             self._submit(start, items)
+
+    def _fail_fast(self, n: int, error: BaseException) -> None:
+        """Pull up to ``n`` items and fail each with ``error`` without running it (an open breaker)."""
+        items = list(itertools.islice(self._source, n))
+        if len(items) < n:
+            self._exhausted = True
+        if not items:
+            return
+        start = self._position
+        self._position += len(items)
+        self._n_failed_fast += len(items)
+        failures = [ItemFailure(start + offset, error) for offset in range(len(items))]
+        results = [self._placeholder] * len(items)
+        record = ChunkRecord(
+            chunk_id=-1, start=start, size=len(items), duration=0.0, worker="parent", n_failed=len(items)
+        )
+        for hook in self._hooks:
+            hook.on_chunk_done(record)
+        self._outcome(start, items, results, failures)
+        self._add_ready(start, results)
 
     def _take_precomputed(self) -> None:
         """Pull the items at consecutive precomputed positions, skipping them; buffer their results."""
@@ -372,9 +520,12 @@ class Runner:
         results: list[Any] = []
         keys = self._pre_keys
         while self._pre_index < len(keys) and keys[self._pre_index] == self._position:
-            if next(self._source, _END) is _END:
+            item = next(self._source, _END)
+            if item is _END:
                 self._exhausted = True
                 break
+            if self._check_pre is not None:
+                self._check_pre(self._position, item)
             results.append(self._pre[self._position])
             self._position += 1
             self._pre_index += 1
@@ -401,17 +552,22 @@ class Runner:
         )
         future = self._backend.submit(task)
         self._in_flight[future] = task
+        self._items_in_flight += len(items)
         future.add_done_callback(self._completions.put)
 
-    def _collect(self, *, block: bool) -> None:
-        """Handle every finished chunk; with ``block``, first wait for at least one."""
+    def _collect(self, *, block: bool, until: float | None = None) -> None:
+        """Handle every finished chunk; with ``block``, first wait for at least one (or until ``until``)."""
         while self._in_flight:
             if not block and self._completions.empty():
                 return
+            timeout = POLL_SECONDS
+            if block and until is not None:
+                left = until - self._clock()
+                if left <= 0:
+                    return  # a gate asked to be consulted again now
+                timeout = min(timeout, left)
             try:
-                future = (
-                    self._completions.get(timeout=POLL_SECONDS) if block else self._completions.get_nowait()
-                )
+                future = self._completions.get(timeout=timeout) if block else self._completions.get_nowait()
             except queue.Empty:
                 if block:
                     continue
@@ -419,6 +575,7 @@ class Runner:
             block = False
             task = self._in_flight.pop(future, None)
             if task is not None:
+                self._items_in_flight -= len(task.items)
                 self._handle(task, future)
 
     def _handle(self, task: ChunkTask, future: Future[ChunkOutcome]) -> None:
@@ -459,6 +616,30 @@ class Runner:
             self._state = observe(self._state, outcome.duration, n_done, self._target)
         for hook in self._hooks:
             hook.on_chunk_done(record)
+
+        results = list(outcome.results[:n_done])
+        results.extend([self._placeholder] * (n_done - len(results)))
+        failed_at: dict[int, ItemFailure] = {}
+        for failure in failures:
+            offset = failure.index - task.start
+            if 0 <= offset < n_done:
+                results[offset] = self._placeholder
+                failed_at[offset] = failure
+        if self._gate is not None:
+            for offset in range(n_done):
+                failed = failed_at.get(offset)
+                self._gate.record(task.start + offset, None if failed is None else failed.error)
+        self._outcome(task.start, task.items[:n_done], results, failures)
+        self._add_ready(task.start, results)
+        if n_done < len(task.items):  # the chunk stopped early: its never-started items go again
+            self._submit(task.start + n_done, list(task.items[n_done:]))
+
+    def _outcome(
+        self, start: int, items: Sequence[Any], results: Sequence[Any], failures: Sequence[ItemFailure]
+    ) -> None:
+        """Hand fresh outcomes to ``on_outcome``, then apply the failure policy to the failures."""
+        if self._on_outcome is not None:
+            self._on_outcome(start, items, results, failures)
         for failure in failures:
             self._n_failed += 1
             if len(self._failures) < MAX_FAILURES_KEPT:
@@ -468,19 +649,14 @@ class Runner:
             if self._on_error == "raise":
                 raise _error_for(failure)
 
-        results = list(outcome.results[:n_done])
-        results.extend([self._placeholder] * (n_done - len(results)))
-        for failure in failures:
-            offset = failure.index - task.start
-            if 0 <= offset < n_done:
-                results[offset] = self._placeholder
-        self._add_ready(task.start, results)
-        if n_done < len(task.items):  # the chunk stopped early: its never-started items go again
-            self._submit(task.start + n_done, list(task.items[n_done:]))
-
     def _add_ready(self, start: int, results: list[Any], *, precomputed: bool = False) -> None:
         if precomputed:
             self._n_from_pre += len(results)
+            for offset, value in enumerate(results):
+                if isinstance(value, Failed):  # an item that failed in the dry run
+                    results[offset] = self._placeholder
+                    failure = ItemFailure(start + offset, value.error, value.traceback)
+                    self._outcome(start + offset, [value.item], [self._placeholder], [failure])
         if self._ordered:
             self._ready_ordered[start] = results
         else:
@@ -499,6 +675,7 @@ class Runner:
     def _abort(self) -> None:
         """Stop the backend's work now; never let a failing abort hide the run's own error."""
         self._in_flight.clear()
+        self._items_in_flight = 0
         try:
             self._backend.abort()
         except Exception as exc:  # the run is already ending with its own error or status
@@ -523,6 +700,7 @@ class Runner:
             chunks=tuple(self._records),
             failures=tuple(self._failures),
             n_failed=self._n_failed,
+            n_failed_fast=self._n_failed_fast,
             items_from_dry_run=self._n_from_pre,
             predicted_seconds=self._predicted,
             error=error,
