@@ -194,6 +194,13 @@ class TestExecute:
     def test_empty(self) -> None:
         assert execute(square, []) == []
 
+    @pytest.mark.timeout(60)
+    def test_forced_chunksize_is_kept(self) -> None:
+        results, report = execute(square, range(2000), n_jobs=2, chunksize=7, return_report=True)
+        assert results == [x * x for x in range(2000)]
+        assert report.final_chunksize == 7
+        assert all(chunk.size <= 7 for chunk in report.chunks)
+
     def test_unknown_option_is_named(self) -> None:
         with pytest.raises(ConfigurationError, match="samplesize"):
             execute(square, range(3), samplesize=3)

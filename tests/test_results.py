@@ -40,7 +40,7 @@ class TestOptimizationResult:
         json.dumps(result.to_dict(), allow_nan=False)
 
     def test_to_dict_with_a_profile_it_does_not_have(self, result: OptimizationResult) -> None:
-        bare = dataclasses.replace(result, profile=None)
+        bare = dataclasses.replace(result, profile=None, _diagnostics=None)
         with pytest.raises(ConfigurationError, match="profile=True"):
             bare.to_dict(include_profile=True)
 
@@ -60,7 +60,7 @@ class TestOptimizationResult:
 
     def test_plot_without_measurements_says_how_to_get_them(self, result: OptimizationResult) -> None:
         with pytest.raises(ConfigurationError, match=r"optimize\(func, data, profile=True\)"):
-            dataclasses.replace(result, profile=None).plot()
+            dataclasses.replace(result, profile=None, _diagnostics=None).plot()
 
     def test_html_and_rich(self, result: OptimizationResult) -> None:
         assert "<table" in result._repr_html_()

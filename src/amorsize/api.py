@@ -249,6 +249,7 @@ def optimize(
         predicted_parallel_time=the_plan.prediction.total,
         n_sampled=measured.n_done,
         profile=diagnostics if profile else None,
+        _diagnostics=diagnostics,
         plan=the_plan,
     )
     if verbose:
@@ -314,6 +315,7 @@ def optimize_streaming(
         warnings=warnings,
         data=measured.data(),
         profile=diagnostics if profile else None,
+        _diagnostics=diagnostics,
     )
     if verbose:
         print(explain(result, diagnostics), file=sys.stderr)
@@ -331,6 +333,7 @@ class _RunSetup:
     blas_threads: int | None
     dask_client: Any = None  # the distributed.Client of a run with backend="dask"
     owns_client: bool = False  # connected from an address for this run: closed at its end
+    chunksize_forced: bool = False  # the user gave chunksize: the runner keeps it, tail included
 
 
 def _dask_client(backend: str | None, executor: str | None, client: Any) -> tuple[Any, bool]:
@@ -425,7 +428,9 @@ def _prepare(
         )
         kind = cast(ExecutorKind, executor)
         candidate = Candidate(kind, 1 if kind == "serial" else n_jobs, chunksize)
-        return _RunSetup(candidate, None, None, (), blas_threads, *_dask_client(backend, executor, client))
+        return _RunSetup(
+            candidate, None, None, (), blas_threads, *_dask_client(backend, executor, client), True
+        )
     dask_client, owns_client = _dask_client(backend, executor, client)
     try:
         measured, diagnostics, warnings = analyse(
@@ -446,7 +451,16 @@ def _prepare(
     candidate = diagnostics.plan.candidate
     if blas_threads is None and candidate.executor == "processes":
         blas_threads = blas_threads_per_worker(diagnostics.machine, candidate.n_jobs)
-    return _RunSetup(candidate, measured, diagnostics, warnings, blas_threads, dask_client, owns_client)
+    return _RunSetup(
+        candidate,
+        measured,
+        diagnostics,
+        warnings,
+        blas_threads,
+        dask_client,
+        owns_client,
+        chunksize is not None,
+    )
 
 
 _OPTIMIZE_OPTIONS = frozenset(
@@ -490,7 +504,10 @@ def _run(
             hooks=all_hooks,
             predicted_seconds=predicted,
             **session.runner_options(
-                backend.n_workers, candidate.chunksize, measured.results if measured is not None else None
+                backend.n_workers,
+                candidate.chunksize,
+                measured.results if measured is not None else None,
+                chunksize_forced=setup.chunksize_forced,
             ),
         )
         try:
@@ -787,6 +804,7 @@ def _result_from(setup: _RunSetup, data: Iterable[Any]) -> OptimizationResult:
         predicted_parallel_time=the_plan.prediction.total,
         n_sampled=setup.measured.n_done if setup.measured is not None else 0,
         plan=the_plan,
+        _diagnostics=setup.diagnostics,
     )
 
 

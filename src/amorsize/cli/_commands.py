@@ -212,7 +212,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
         run_options["on_error"] = args.on_error
     if args.checkpoint is not None:
         _require_support("checkpoint", "--checkpoint")
-        run_options["checkpoint"] = args.checkpoint
+        run_options["checkpoint"] = Path(args.checkpoint)  # the CLI takes a file path, never a store name
     if args.retries is not None:
         _require_support("retry", "--retries")
         from amorsize.resilience.retry import RetryPolicy

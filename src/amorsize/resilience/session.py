@@ -201,7 +201,12 @@ class Resilience:
             self.checkpoint.commit_precomputed(items, results)
 
     def runner_options(
-        self, n_workers: int, chunksize: int, precomputed: Sequence[Any] | None
+        self,
+        n_workers: int,
+        chunksize: int,
+        precomputed: Sequence[Any] | None,
+        *,
+        chunksize_forced: bool = False,
     ) -> dict[str, Any]:
         """Keyword arguments for :class:`~amorsize.run.runner.Runner` besides the backend and the input.
 
@@ -209,10 +214,11 @@ class Resilience:
             n_workers: the backend's workers.
             chunksize: the plan's chunk size (a breaker makes it 1, a rate limit caps it).
             precomputed: the dry run's results, if any.
+            chunksize_forced: the user gave the chunk size: keep it for the whole run.
         """
         if self.gate is not None:
             self.gate.n_workers = max(1, n_workers)
-        adaptive = True
+        adaptive = not chunksize_forced
         if self.breaker is not None:
             chunksize, adaptive = 1, False  # see amorsize.resilience.gate: one item per chunk
         elif self.gate is not None and self.gate.bucket is not None:  # the gate caps every chunk
