@@ -102,6 +102,15 @@ def running_pid(backend: ProcessBackend, timeout: float = 5.0) -> int:
     return found[0]
 
 
+def pidfd_works() -> bool:
+    """True where ``os.pidfd_open`` exists and the kernel has it (Linux 5.3+)."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def busy_pids(backend: ProcessBackend) -> set[int]:
     """Pids of the workers holding a chunk."""
     with backend._pool.lock:
@@ -344,6 +353,104 @@ class TestProcessDeath:
                 assert isinstance(outcome.failures[0].error, WorkerDiedError)
             else:
                 assert outcome.results == [i]
+
+
+class TestForkRaces:
+    """Another fork while a worker starts (fork inherits every open descriptor) must not hide its death.
+
+    Between creating a new worker's pipes and closing the worker's ends of them in the parent, a fork
+    by another thread copies those ends, among them the write end of the worker's process sentinel,
+    into its child: the sentinel then stays silent after the worker's death for as long as that child
+    lives. The tests force that interleaving by holding the starting thread inside ``os.fork`` while
+    the other fork happens. Before the fix the second death below was never noticed and its future
+    never resolved (a ``TimeoutError`` after 15 s here; an endless hang in ``execute()``).
+    """
+
+    @pytest.mark.timeout(60)
+    def test_respawn_racing_another_pools_respawn(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The sequence of the hang seen in execute(): a run aborts on one pool, whose manager starts
+        # replacements, while on another pool a worker dies and its manager starts a replacement too.
+        # The worker started second dies later; the one started first (the other pool's) lives on.
+        real_fork = os.fork
+        armed, b_forked = threading.Event(), threading.Event()
+        with ProcessBackend(1, start_method="fork") as a, ProcessBackend(1, start_method="fork") as b:
+
+            def fork() -> int:
+                me = threading.current_thread()
+                if me is a._pool.manager and armed.is_set():  # a's new worker's pipes are open now
+                    armed.clear()
+                    b.abort()  # b's manager starts a replacement: it forks inside a's window
+                    b_forked.wait(2.0)  # bounded: b may have to wait until a's start is done
+                pid = real_fork()
+                if pid and me is b._pool.manager:
+                    b_forked.set()
+                return pid
+
+            assert a.wait_ready(10) and b.wait_ready(10)
+            ref = FunctionRef.create(workfuncs.behave)
+            for round_no in range(2):
+                sleeping = b.submit(ChunkTask(0, 0, [("sleep", 30)], ref))
+                running_pid(b)
+                armed.set()
+                b_forked.clear()
+                monkeypatch.setattr(os, "fork", fork)
+                doomed = run(a, [("kill", 0)], start=round_no)  # a's worker dies: a starts another
+                assert isinstance(doomed.failures[0].error, WorkerDiedError)
+                with pytest.raises(CancelledError):
+                    sleeping.result(10)
+                assert a.wait_ready(10) and b.wait_ready(10)
+                assert not armed.is_set() and b_forked.is_set()
+                monkeypatch.setattr(os, "fork", real_fork)
+                started = time.monotonic()
+                outcome = run(a, [1, ("kill", 0)], start=10, timeout=15)  # a's new worker dies
+                assert time.monotonic() - started < 5
+                assert [f.index for f in outcome.failures] == [10, 11]
+                assert isinstance(outcome.failures[0].error, WorkerDiedError)
+                assert a.wait_ready(10)
+                assert run(a, [3], workfuncs.square).results == [9]
+                assert run(b, [4], workfuncs.square).results == [16]
+
+    @pytest.mark.skipif(not pidfd_works(), reason="no pidfd: only the process sentinel tells a death")
+    @pytest.mark.timeout(60)
+    def test_respawn_racing_a_foreign_fork(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A fork by code that is not ours (no lock of ours can order it): the child lives on holding
+        # copies of the new worker's pipe ends, including the write end of its sentinel.
+        real_fork = os.fork
+        release_r, release_w = os.pipe()
+        children: list[int] = []
+
+        def fork() -> int:
+            if threading.current_thread() is backend._pool.manager and not children:
+                child = real_fork()
+                if child == 0:  # pragma: no cover - the foreign child: wait, then leave at once
+                    try:
+                        os.close(release_w)
+                        os.read(release_r, 1)
+                    finally:
+                        os._exit(0)
+                children.append(child)
+            return real_fork()
+
+        try:
+            with ProcessBackend(1, start_method="fork") as backend:
+                assert backend.wait_ready(10)
+                monkeypatch.setattr(os, "fork", fork)
+                doomed = run(backend, [("kill", 0)])  # the manager respawns: the foreign fork happens
+                assert isinstance(doomed.failures[0].error, WorkerDiedError)
+                assert backend.wait_ready(10) and len(children) == 1
+                monkeypatch.setattr(os, "fork", real_fork)
+                started = time.monotonic()
+                outcome = run(backend, [("kill", 0)], start=5, timeout=15)
+                assert time.monotonic() - started < 5
+                [failure] = outcome.failures
+                assert isinstance(failure.error, WorkerDiedError) and failure.error.indices == (5,)
+                assert backend.wait_ready(10)
+                assert run(backend, [3], workfuncs.square).results == [9]
+        finally:
+            os.close(release_w)  # the foreign child reads EOF and exits
+            os.close(release_r)
+            for child in children:
+                os.waitpid(child, 0)
 
 
 class TestTimeouts:

@@ -20,7 +20,6 @@ The module has one default cache, closed at interpreter exit; :func:`get_pool`, 
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import threading
 from collections import OrderedDict
@@ -29,6 +28,7 @@ from types import TracebackType
 
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError
+from amorsize.measure.machine import default_start_method
 from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask
 from amorsize.run.backends.processes import ProcessBackend
 from amorsize.run.backends.serial import SerialBackend
@@ -122,7 +122,9 @@ class PoolCache:
         Args:
             kind: ``"serial"``, ``"threads"`` or ``"processes"``.
             n_workers: workers (ignored for serial).
-            start_method: processes only; None: multiprocessing's default.
+            start_method: processes only; None: what runs use by default
+                (:func:`~amorsize.measure.machine.default_start_method`: ``$AMORSIZE_START_METHOD``,
+                then multiprocessing's choice).
             blas_threads: processes only; BLAS thread cap in the workers, or None.
 
         Returns:
@@ -191,7 +193,9 @@ def _key(kind: str, n_workers: int, start_method: str | None, blas_threads: int 
         return (kind, 1, None, None)
     if kind == "threads":
         return (kind, n_workers, None, None)
-    return (kind, n_workers, start_method or multiprocessing.get_start_method(), blas_threads)
+    # The start method the plan was made for (it honours $AMORSIZE_START_METHOD, which
+    # multiprocessing.get_start_method() ignores).
+    return (kind, n_workers, start_method or default_start_method(), blas_threads)
 
 
 def _create(key: _Key) -> Backend:

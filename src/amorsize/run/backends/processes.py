@@ -48,6 +48,14 @@ Failure semantics (see :mod:`amorsize.run.backend`):
   results before it.
 - ``abort()``: busy workers are killed, their chunks and the queued ones resolve with
   ``CancelledError``, replacements are started; idle workers stay.
+
+A death is seen when the worker's process sentinel fires, which needs every copy of the sentinel's
+write end closed. Under fork a child inherits every descriptor its parent has open at that instant,
+so a fork by another thread while a worker starts would give that child this worker's ends for as
+long as it lives (one pool restarting workers after an ``abort()`` while another replaces a dead one
+did exactly that, and the second death was never noticed). Hence worker starts hold one lock across
+all pools (``_spawn_lock``), and on Linux the manager waits on a pidfd, which fires on the process's
+exit whoever holds its descriptors, instead of the sentinel.
 """
 
 from __future__ import annotations
@@ -130,6 +138,42 @@ READ_SIZE = 64 * 1024
 _POS_MASK = 0xFFFFFFFF
 _FRAME_LEN = struct.Struct("!i")  # multiprocessing.connection's frame header
 _FRAME_LEN64 = struct.Struct("!Q")
+
+#: Held by the thread that starts a worker, from creating the worker's pipes until the parent has
+#: closed the worker's ends of them (``_Pool._spawn_locked``), across all pools of this process.
+#: A fork copies every open descriptor into the child: a worker forked by another pool's manager in
+#: that window would hold this worker's ends (the write end of its process sentinel, of its result
+#: pipe) for as long as it lives, so this worker's death would not close them and would go unseen.
+#: Taken after a pool's own lock, never before. Replaced in a forked child, where it may be held.
+_spawn_lock = threading.Lock()
+
+
+def _new_spawn_lock() -> None:
+    global _spawn_lock
+    _spawn_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_spawn_lock)
+
+
+def _open_pidfd(proc: BaseProcess, start_method: str) -> int | None:
+    """A pidfd for ``proc`` (Linux 5.3+): readable once it has exited, whoever holds its descriptors.
+
+    The process sentinel is the read end of a pipe whose write end only the worker should hold; a
+    fork by code that is not ours (which ``_spawn_lock`` cannot order) while the worker starts copies
+    that end into another process, and the sentinel then stays silent after the worker's death. None
+    where there is no pidfd, or under forkserver (the worker is the server's child: its exit status
+    reaches us through the sentinel, which ``join`` then reads).
+    """
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None or proc.pid is None or start_method == "forkserver":
+        return None
+    try:
+        fd: int = pidfd_open(proc.pid)
+    except OSError:  # ENOSYS on kernels before 5.3, EMFILE
+        return None
+    return fd
 
 
 class RemoteTraceback(Exception):
@@ -289,6 +333,7 @@ class _Worker:
         "large_task",
         "name",
         "pid",
+        "pidfd",
         "proc",
         "ready",
         "results",
@@ -298,8 +343,11 @@ class _Worker:
         "tasks",
     )
 
-    def __init__(self, proc: BaseProcess, tasks: Connection, results: Connection, slot: Any) -> None:
+    def __init__(
+        self, proc: BaseProcess, tasks: Connection, results: Connection, slot: Any, pidfd: int | None
+    ) -> None:
         self.proc = proc
+        self.pidfd = pidfd  # readable once the process has exited; None: watch its sentinel instead
         self.tasks = tasks  # parent → worker, blocking writes (small ones inline, large by the sender)
         self.results = results  # worker → parent, read by the manager only
         self.inbox = _Inbox(results.fileno()) if os.name == "posix" else None
@@ -315,6 +363,19 @@ class _Worker:
         self.eof = False
         self.sender: _Sender | None = None
         self.large_task = 0  # task number of the last frame written by the sender thread
+
+    @property
+    def exited(self) -> int:
+        """The descriptor that becomes readable when the process has exited: its pidfd or sentinel."""
+        return self.proc.sentinel if self.pidfd is None else self.pidfd
+
+    def release(self) -> None:
+        """Close the parent's descriptors for this worker (the manager has stopped watching them)."""
+        self.tasks.close()
+        self.results.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def where(self) -> tuple[int, int, int]:
         """(task number, position, start ns) of what the worker runs now; position -1 while decoding."""
@@ -352,7 +413,7 @@ class _Waiter:
             if watched is None:
                 self._watched[worker] = not worker.eof
                 if self._selector is not None:
-                    self._selector.register(worker.proc.sentinel, selectors.EVENT_READ, (worker, False))
+                    self._selector.register(worker.exited, selectors.EVENT_READ, (worker, False))
                     if not worker.eof:
                         self._selector.register(worker.results.fileno(), selectors.EVENT_READ, (worker, True))
             elif watched and worker.eof:
@@ -364,7 +425,7 @@ class _Waiter:
         """Stop watching ``worker``; call before closing its pipe (epoll would keep a stale entry)."""
         watched = self._watched.pop(worker, None)
         if self._selector is not None and watched is not None:
-            self._selector.unregister(worker.proc.sentinel)
+            self._selector.unregister(worker.exited)
             if watched:
                 self._selector.unregister(worker.results.fileno())
 
@@ -374,7 +435,7 @@ class _Waiter:
             return [key.data for key, _ in self._selector.select(timeout)]
         owners: dict[Any, tuple[_Worker | None, bool]] = {self._wake: (None, False)}
         for worker, watched in self._watched.items():
-            owners[worker.proc.sentinel] = (worker, False)
+            owners[worker.exited] = (worker, False)
             if watched:
                 owners[worker.results] = (worker, True)
         return [owners[obj] for obj in multiprocessing.connection.wait(list(owners), timeout)]
@@ -417,8 +478,7 @@ class _Pool:
                 for worker in self.workers:
                     worker.proc.kill()
                     worker.proc.join()
-                    worker.tasks.close()
-                    worker.results.close()
+                    worker.release()
                 self.wake_r.close()
                 self.wake_w.close()
                 raise
@@ -500,8 +560,7 @@ class _Pool:
                 worker.sender.stop()
         _stop_processes([worker.proc for worker in workers])
         for worker in workers:
-            worker.tasks.close()
-            worker.results.close()
+            worker.release()
         self.wake_r.close()
         self.wake_w.close()
 
@@ -509,9 +568,11 @@ class _Pool:
         """Close from a finalizer: at once, or through the manager if this thread may hold the lock.
 
         A garbage collection can run the finalizer anywhere, including inside one of our locked
-        sections; then closing here would deadlock, so the manager thread is asked to do it.
+        sections; then closing here would deadlock, so the manager thread is asked to do it. That
+        includes a worker start in any pool (``_spawn_lock``): this pool's manager may be waiting for
+        that lock while it holds this pool's.
         """
-        if threading.current_thread() is self.manager or self.lock.locked():
+        if threading.current_thread() is self.manager or self.lock.locked() or _spawn_lock.locked():
             self.close_requested = True
             with contextlib.suppress(OSError, ValueError):
                 self.wake_w.send_bytes(b"")
@@ -540,24 +601,28 @@ class _Pool:
     # -- with self.lock held ----------------------------------------------------------------------
 
     def _spawn_locked(self) -> None:
-        tasks_r, tasks_w = self.ctx.Pipe(duplex=False)
-        results_r, results_w = self.ctx.Pipe(duplex=False)
         slot = self.ctx.RawArray("q", 2)
-        proc = self.ctx.Process(  # type: ignore[attr-defined]
-            target=_worker.main,
-            args=(tasks_r, results_w, slot, self.blas_threads),
-            name=f"amorsize-worker-{next(self.names)}",
-        )
-        try:
-            proc.start()
-        except BaseException:
-            tasks_w.close()
-            results_r.close()
-            raise
-        finally:
-            tasks_r.close()  # the worker's ends: closed here so that only the worker holds them
-            results_w.close()
-        self.workers.append(_Worker(proc, tasks_w, results_r, slot))
+        with _spawn_lock:  # no other pool forks while the worker's ends of its pipes are open here
+            tasks_r, tasks_w = self.ctx.Pipe(duplex=False)
+            results_r, results_w = self.ctx.Pipe(duplex=False)
+            proc = self.ctx.Process(  # type: ignore[attr-defined]
+                target=_worker.main,
+                args=(tasks_r, results_w, slot, self.blas_threads),
+                name=f"amorsize-worker-{next(self.names)}",
+            )
+            try:
+                proc.start()
+            except BaseException:
+                tasks_w.close()
+                results_r.close()
+                raise
+            finally:
+                tasks_r.close()  # the worker's ends: closed here so that only the worker holds them
+                results_w.close()
+            # Before any other start (whose multiprocessing._cleanup() reaps exited children) could
+            # reap this worker and free its pid.
+            pidfd = _open_pidfd(proc, self.ctx.get_start_method())
+        self.workers.append(_Worker(proc, tasks_w, results_r, slot, pidfd))
         self._wake_locked()
 
     def _replenish_locked(self) -> None:
@@ -735,8 +800,7 @@ class _Pool:
         self.workers.remove(worker)
         if worker.sender is not None:
             worker.sender.stop()
-        worker.tasks.close()
-        worker.results.close()
+        worker.release()
         exitcode = worker.proc.exitcode
         reason = worker.kill_reason
         if not worker.ready and reason is None:
