@@ -30,9 +30,10 @@ def square(x: int) -> int:
     return x * x
 
 
-def kill_self_at(x: float) -> float:
-    if x < 0:
-        with open(os.environ["AMORSIZE_BENCH_KILL_FILE"], "w") as out:
+def kill_self_at(x: float | str) -> float | str:
+    """Sleep 1 ms; an item that is a path: write the time there, then SIGKILL this worker."""
+    if isinstance(x, str):  # the path travels in the item: pooled workers keep their old environ
+        with open(x, "w") as out:
             out.write(repr(time.time()))
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.001)
@@ -80,8 +81,7 @@ def stream(n: int) -> tuple[float, float, float]:
 
 
 def death_latency(tmp: str) -> float:
-    os.environ["AMORSIZE_BENCH_KILL_FILE"] = tmp
-    data = [0.001] * 200 + [-1.0] + [0.001] * 200
+    data: list[float | str] = [0.001] * 200 + [tmp] + [0.001] * 200
     try:
         execute(kill_self_at, data, executor="processes", n_jobs=2, chunksize=4)
     except WorkerDiedError:
