@@ -181,6 +181,28 @@ _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
 _HELD_ACROSS_FORK: list[Store] = []
 
 
+#: Pause between attempts to switch a new database to WAL while another process holds it.
+WAL_RETRY_SECONDS = 0.01
+
+
+def _set_wal(conn: sqlite3.Connection, *, deadline: float = BUSY_TIMEOUT) -> None:
+    """Switch to WAL, retrying while another process holds the database.
+
+    SQLite answers "database is locked" to a journal-mode change at once, without its busy handler,
+    when several processes open a new database together (seen in CI with 4 processes racing to
+    create one); every other statement waits ``BUSY_TIMEOUT`` by itself.
+    """
+    give_up = time.monotonic() + deadline
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= give_up:
+                raise
+            time.sleep(WAL_RETRY_SECONDS)
+
+
 def _can_check_owner() -> bool:
     return os.name == "posix" and hasattr(os, "getuid")
 
@@ -402,7 +424,7 @@ class Store:
                 try:
                     # WAL: readers never block the writer. It is refused on some network file
                     # systems; SQLite then keeps its rollback journal, which is still correct.
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    _set_wal(conn)
                     # NORMAL is crash-safe in WAL mode; only a power loss may drop the last commit.
                     conn.execute("PRAGMA synchronous=NORMAL")
                     self._migrate(conn)
