@@ -351,7 +351,8 @@ class TestFaults:
 
     def test_an_item_that_kills_every_worker_fails_only_its_chunk(self, backend: DaskBackend) -> None:
         items: list[Any] = [0, 1, ("kill", 0), 3, 4]
-        # one chunk in flight, so no innocent chunk shares a dying worker (see "Running on a Dask cluster" in the README)
+        # one chunk in flight, so no innocent chunk shares a dying worker
+        # (see "Running on a Dask cluster" in the README)
         runner = Runner(
             backend, behave, items, chunksize=1, adaptive=False, on_error="collect", max_in_flight=1
         )
