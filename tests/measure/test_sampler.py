@@ -230,7 +230,7 @@ class TestMeasurement:
                 total += i
             return total
 
-        profiles = [sample(spin, range(1000)).profile for _ in range(3)]
+        profiles = [sample(spin, range(1000), probe_threads=True).profile for _ in range(3)]
         assert all(p.cpu_ratio > 0.7 for p in profiles)
         assert min(p.thread_speedup or 9.0 for p in profiles) < 1.3  # best of three, as above
 
@@ -242,10 +242,53 @@ class TestMeasurement:
             return hashlib.sha256(payload).hexdigest()
 
         # Other processes on a 2-core machine can take the second core: best of five probes.
-        profiles = [sample(digest, range(1000)).profile for _ in range(5)]
+        profiles = [sample(digest, range(1000), probe_threads=True).profile for _ in range(5)]
         assert all(p.cpu_ratio > 0.7 for p in profiles)
         speedups = [p.thread_speedup or 0.0 for p in profiles]
         assert max(speedups) > 1.3, speedups  # pure Python reads ≤ 1.1 (test above)
+
+
+class TestProbeChoice:
+    def test_cheap_to_ship_cpu_work_is_not_probed(self) -> None:
+        def spin(x: int) -> int:
+            total = 0
+            for i in range(20_000):
+                total += i
+            return total
+
+        s = sample(spin, range(2000))
+        assert s.profile.thread_speedup is None
+        assert s.n_done == s.profile.n_sampled  # no probe items beyond the timed ones
+
+    def test_waiting_work_is_probed(self) -> None:
+        def wait(x: int) -> int:
+            time.sleep(0.002)
+            return x
+
+        assert sample(wait, range(2000)).profile.thread_speedup is not None
+
+    def test_costly_to_ship_work_is_probed(self) -> None:
+        big = b"x" * 8_000_000
+
+        def echo(x: int) -> bytes:
+            total = 0
+            for i in range(20_000):
+                total += i
+            return big
+
+        assert sample(echo, range(2000)).profile.thread_speedup is not None
+
+    def test_unpicklable_function_is_probed(self) -> None:
+        lock = threading.Lock()
+
+        def spin(x: int) -> int:
+            with lock:
+                total = 0
+                for i in range(20_000):
+                    total += i
+                return total
+
+        assert sample(spin, range(2000)).profile.thread_speedup is not None
 
 
 COUNTER = [0]

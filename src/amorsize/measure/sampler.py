@@ -315,6 +315,33 @@ def _enough(durations: Sequence[float], spent: float, sample_size: int, total_it
     return not (varied and n < 4 * sample_size)
 
 
+#: The probe is skipped for items whose CPU time is at least this share of their wall time …
+PROBE_SKIP_CPU_SHARE = 0.8
+#: … and whose shipping to a process (pickling both ways plus the bytes at a slow 500 MB/s pipe)
+#: costs under this fraction of the item: processes then run them as well as threads could, and
+#: the probe (~3 × 30 ms of items at serial speed) would only slow the run — ~45 ms of a 1 s
+#: parallel run of 1 ms items in ``benchmarks/bench_execute.py``.
+PROBE_SKIP_SHIP_FRACTION = 0.05
+_SLOW_PIPE_BYTES_PER_SECOND = 500e6
+
+
+def _probe_informative(func: Callable[[Any], Any], measured: _Measured, mean: float) -> bool:
+    """Whether the two-thread probe could change the plan (see :data:`PROBE_SKIP_CPU_SHARE`)."""
+    if _free_threaded() or mean <= 0 or _pickled(func)[1] is None:
+        return True
+    if sum(measured.cpu_times) < PROBE_SKIP_CPU_SHARE * sum(measured.durations):
+        return True  # waiting work: how far it overlaps decides how many threads
+    started = time.perf_counter()
+    item_bytes, _ = _pickled(measured.items[0])
+    result_bytes, _ = _pickled(measured.results[0])
+    if item_bytes is None or result_bytes is None:
+        return True  # cannot go to processes: threads or serial, the probe decides
+    pickle.loads(item_bytes)
+    pickle.loads(result_bytes)
+    ship = time.perf_counter() - started + (len(item_bytes) + len(result_bytes)) / _SLOW_PIPE_BYTES_PER_SECOND
+    return ship >= PROBE_SKIP_SHIP_FRACTION * mean
+
+
 def _thread_probe(
     func: Callable[[Any], Any],
     iterator: Iterator[Any],
@@ -386,7 +413,7 @@ def sample(
     data: Iterable[Any],
     *,
     sample_size: int = 5,
-    probe_threads: bool = True,
+    probe_threads: bool | None = None,
     collect_errors: bool = False,
     clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
@@ -398,7 +425,10 @@ def sample(
         data: any iterable; iterators and generators are consumed only as far as sampled.
         sample_size: items to sample serially when they are cheap (more when fast or varied,
             fewer when heavy; see the module docstring).
-        probe_threads: run the two-thread GIL probe on further items when affordable.
+        probe_threads: run the two-thread GIL probe on further items when affordable: True always,
+            False never, None (default) only when its answer can change the plan — not for CPU-bound
+            items that are cheap to ship, where processes do at least as well as threads could
+            (see :func:`_probe_informative`).
         collect_errors: record an item's exception in :attr:`Sample.failures` (its result is None)
             and go on, instead of raising :class:`SamplingError` (for ``on_error="collect"``-style
             runs, where one bad item must not stop the analysis).
@@ -443,6 +473,8 @@ def sample(
     probe_budget = PROBE_TARGET_SECONDS
     if total is not None:
         probe_budget = min(probe_budget, PROBE_FRACTION * mean * (total - n_serial) / 3)
+    if probe_threads is None:
+        probe_threads = n_serial > 0 and _probe_informative(func, measured, mean)
     if (
         probe_threads
         and n_serial
