@@ -107,19 +107,6 @@ class TestErrors:
         assert isinstance(info.value.__cause__, ValueError)
         assert info.value.index >= 2  # the first probe item, after the serially sampled ones
 
-    def test_collect_errors_records_and_goes_on(self) -> None:
-        def fails_on_odd(x: int) -> int:
-            if x % 2:
-                raise ValueError(x)
-            time.sleep(0.0005)
-            return x
-
-        s = sample(fails_on_odd, range(1000), collect_errors=True)
-        failed = [index for index, _ in s.failures]
-        assert failed == [i for i in range(s.n_done) if i % 2]
-        assert all(isinstance(error, ValueError) for _, error in s.failures)
-        assert s.results == tuple(None if i % 2 else i for i in range(s.n_done))
-
     @pytest.mark.parametrize("bad", [None, 3, "not callable"])
     def test_not_callable(self, bad: Any) -> None:
         with pytest.raises(ConfigurationError, match="callable"):

@@ -94,8 +94,6 @@ class Sample:
         process_caveats: reasons process workers may behave differently from the caller (mutated
             module globals); shown when a process plan is chosen.
         seconds: wall time the dry run took, measuring included.
-        failures: with ``collect_errors``, the (input position, exception) of each sampled item
-            that raised; its entry in ``results`` is None.
     """
 
     profile: Profile
@@ -104,7 +102,6 @@ class Sample:
     warnings: tuple[str, ...]
     process_caveats: tuple[str, ...]
     seconds: float
-    failures: tuple[tuple[int, Exception], ...] = ()
     _source: Iterable[Any] = field(repr=False, default=())
     _remaining: Iterator[Any] = field(repr=False, default_factory=lambda: iter(()))
     _reiterable: bool = field(repr=False, default=True)
@@ -238,8 +235,6 @@ def _free_threaded() -> bool:
 
 @dataclass
 class _Measured:
-    collect: bool = False
-    failures: list[tuple[int, Exception]] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     results: list[Any] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
@@ -250,9 +245,6 @@ def _call(func: Callable[[Any], Any], item: Any, index: int, measured: _Measured
     try:
         return func(item)
     except Exception as error:
-        if measured.collect:
-            measured.failures.append((index, error))
-            return None
         raise SamplingError(index, error) from error
 
 
@@ -263,9 +255,8 @@ def _serial_phase(
     total_items: int | None,
     clock: Callable[[], float],
     cpu_clock: Callable[[], float],
-    collect: bool = False,
 ) -> _Measured:
-    measured = _Measured(collect=collect)
+    measured = _Measured()
     spent = 0.0
     for index, item in enumerate(iterator):
         spent += _timed_call(func, item, index, measured, clock, cpu_clock)
@@ -385,8 +376,7 @@ def _thread_probe(
                 results[position] = func(items[position])
             except Exception as error:
                 errors.append((position, error))
-                if not measured.collect:
-                    return
+                return
 
     threads = [threading.Thread(target=work, args=(half,), daemon=True) for half in halves]
     for thread in threads:
@@ -396,12 +386,9 @@ def _thread_probe(
     for thread in threads:
         thread.join()
     wall = clock() - start
-    if errors and not measured.collect:
+    if errors:
         position, error = min(errors, key=lambda pair: pair[0])
         raise SamplingError(first_index + position, error) from error
-    measured.failures.extend(
-        sorted(((first_index + position, error) for position, error in errors), key=lambda pair: pair[0])
-    )
     measured.items.extend(items)
     measured.results.extend(results)
     serial_estimate = len(items) * statistics.fmean(reference)
@@ -414,7 +401,6 @@ def sample(
     *,
     sample_size: int = 5,
     probe_threads: bool | None = None,
-    collect_errors: bool = False,
     clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
 ) -> Sample:
@@ -429,9 +415,6 @@ def sample(
             False never, None (default) only when its answer can change the plan — not for CPU-bound
             items that are cheap to ship, where processes do at least as well as threads could
             (see :func:`_probe_informative`).
-        collect_errors: record an item's exception in :attr:`Sample.failures` (its result is None)
-            and go on, instead of raising :class:`SamplingError` (for ``on_error="collect"``-style
-            runs, where one bad item must not stop the analysis).
         clock: wall clock (seconds); cpu_clock: process CPU clock (seconds). Tests pass fakes.
 
     Returns:
@@ -464,7 +447,7 @@ def sample(
 
     memory = PeakMemory()
     memory.start()
-    measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock, collect_errors)
+    measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock)
     n_serial = len(measured.items)
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
@@ -542,7 +525,6 @@ def sample(
         warnings=tuple(dict.fromkeys(warnings)),
         process_caveats=global_state_caveats(func),
         seconds=clock() - began,
-        failures=tuple(measured.failures),
         _source=data,
         _remaining=iterator,
         _reiterable=not is_iterator,
