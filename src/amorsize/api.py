@@ -33,7 +33,7 @@ from amorsize.errors import ConfigurationError
 from amorsize.measure.cluster import probe_cluster
 from amorsize.measure.identity import function_key, function_name
 from amorsize.measure.machine import machine_key, probe_machine
-from amorsize.measure.sampler import Sample, sample
+from amorsize.measure.sampler import Sample, input_length, sample
 from amorsize.report.text import explain
 from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy
 from amorsize.resilience.dlq import DeadLetterQueue
@@ -493,7 +493,7 @@ def _run(
     candidate = setup.candidate
     measured = setup.measured
     items: Iterable[Any] = measured.rest() if measured is not None else data
-    total = measured.profile.total_items if measured is not None else _length(data)
+    total = measured.profile.total_items if measured is not None else input_length(data)
     n_done = measured.n_done if measured is not None else 0
     all_hooks = list(hooks)
     if progress:
@@ -567,15 +567,6 @@ def _planned(
         measured.results if measured is not None else (),
     )
     return setup
-
-
-def _length(data: Iterable[Any]) -> int | None:
-    if iter(data) is data:
-        return None
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
 
 
 #: History rows read to correct the machine's costs (:mod:`amorsize.core.calibration`); the

@@ -43,7 +43,7 @@ from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.memory import PeakMemory
 
-__all__ = ["MAX_SAMPLES", "SAMPLE_FRACTION", "Sample", "sample"]
+__all__ = ["MAX_SAMPLES", "SAMPLE_FRACTION", "Sample", "input_length", "sample"]
 
 #: Upper bound on serially sampled items: enough for a stable mean and CV of fast, varied items.
 MAX_SAMPLES = 256
@@ -130,7 +130,8 @@ def _is_iterator(data: Iterable[Any]) -> bool:
     return iter(data) is data
 
 
-def _total_items(data: Iterable[Any]) -> int | None:
+def input_length(data: Iterable[Any]) -> int | None:
+    """``len(data)`` for a re-iterable input with a length; None for an iterator or no length."""
     if _is_iterator(data):
         return None
     try:
@@ -442,7 +443,7 @@ def sample(
             f"data must be iterable, e.g. a list, range or generator (got {type(data).__name__})"
         ) from None
     began = clock()
-    total = _total_items(data)
+    total = input_length(data)
     is_iterator = iterator is data
 
     memory = PeakMemory()

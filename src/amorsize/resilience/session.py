@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from amorsize.errors import ConfigurationError
 from amorsize.measure.identity import function_key, function_name
+from amorsize.measure.sampler import input_length
 from amorsize.resilience.checkpoint import RunCheckpoint
 from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy, unwrap_breaker
 from amorsize.resilience.dlq import DeadLetterQueue
@@ -152,7 +153,7 @@ class Resilience:
                     self._checkpoint_spec,
                     function_key=function_key(self.key_func),
                     function_name=function_name(self.key_func),
-                    n_items=_length(self._data),
+                    n_items=input_length(self._data),
                     force=self._force,
                 )
             )
@@ -288,12 +289,3 @@ class Resilience:
                 ok=report.n_failed == 0,
                 keep=self._keep,
             )
-
-
-def _length(data: Iterable[Any]) -> int | None:
-    if iter(data) is data:
-        return None
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
