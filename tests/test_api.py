@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import amorsize.api
 from amorsize import (
     ConfigurationError,
     ItemError,
@@ -225,7 +226,35 @@ class TestExecute:
         from amorsize.core.calibration import apply_correction, estimate_correction
 
         rows = [r for r in default_store().runs(limit=200) if r.get("machine") == row["machine"]]
+        amorsize.api._corrections.clear()  # the cached estimate may predate the last few runs
         assert _calibrated(machine) == apply_correction(machine, estimate_correction(rows))
+
+    @pytest.mark.timeout(60)
+    def test_calibration_is_reestimated_as_history_grows(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from amorsize.api import CALIBRATION_REFRESH, _calibrated
+        from amorsize.measure.machine import machine_key, probe_machine
+
+        fits: list[int] = []
+        real = amorsize.api.estimate_correction
+        monkeypatch.setattr(
+            amorsize.api, "estimate_correction", lambda rows: fits.append(len(rows)) or real(rows)
+        )
+        monkeypatch.setattr(amorsize.api, "_corrections", {})
+        machine = probe_machine()
+        store = default_store()
+        for _ in range(30):  # enough history that one more run does not refit
+            store.record_run({"executor": "serial", "machine": machine_key(machine.start_method)})
+        _calibrated(machine)
+        _calibrated(machine)
+        assert len(fits) == 1  # nothing new: the estimate is reused
+        used = fits[0]
+        for _ in range(int(CALIBRATION_REFRESH * used)):
+            store.record_run({"executor": "serial", "machine": machine_key(machine.start_method)})
+        _calibrated(machine)
+        assert len(fits) == 1  # a few runs more: still reused
+        store.record_run({"executor": "serial", "machine": machine_key(machine.start_method)})
+        _calibrated(machine)
+        assert len(fits) == 2  # more than CALIBRATION_REFRESH of the runs it used are new: refit
 
     @pytest.mark.timeout(60)
     def test_forced_process_plan_caps_blas_threads(self) -> None:

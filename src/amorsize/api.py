@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from amorsize.core.calibration import apply_correction, estimate_correction, prediction_fields
+from amorsize.core.calibration import Correction, apply_correction, estimate_correction, prediction_fields
 from amorsize.core.model import blas_threads_per_worker
 from amorsize.core.planner import plan as make_plan
 from amorsize.core.types import Candidate, ExecutorKind, Machine, Plan, PlanOptions, Prediction
@@ -110,12 +110,15 @@ def analyse(
     assumed_stream_items: int | None = None,
     cluster: Machine | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    max_probe_threads: int | None = None,
 ) -> tuple[Sample, Diagnostics, tuple[str, ...]]:
     """Run the dry run, probe the machine and plan; the shared first half of every API call.
 
     ``cluster``: a Dask cluster as a machine (:func:`~amorsize.measure.cluster.probe_cluster`); the
     plan is then serial here or Dask there, and the diagnostics show the cluster. ``clock``: times
     the dry run's calls (a rate-limited run passes one that leaves out its waits for tokens).
+    ``max_probe_threads``: most threads the thread probe calls ``func`` from at once (a run behind a
+    circuit breaker passes 2; None: the sampler's own choice).
 
     Returns:
         The sample (with the dry run's results and the rest of the data), the diagnostics (profile,
@@ -131,7 +134,7 @@ def analyse(
         executor=executor,
         max_workers=max_workers,
     )
-    measured = sample(func, data, sample_size=sample_size, clock=clock)
+    measured = sample(func, data, sample_size=sample_size, clock=clock, max_probe_threads=max_probe_threads)
     began = time.perf_counter()
     machine = _calibrated(probe_machine(start_method=start_method))
     total = measured.profile.total_items
@@ -407,6 +410,7 @@ def _prepare(
     backend: str | None = None,
     client: Any = None,
     clock: Callable[[], float] = time.perf_counter,
+    max_probe_threads: int | None = None,
 ) -> _RunSetup:
     """Plan a run; skip the dry run only when executor, n_jobs and chunksize are all forced.
 
@@ -446,6 +450,7 @@ def _prepare(
             start_method=start_method,
             cluster=None if dask_client is None else probe_cluster(dask_client),
             clock=clock,
+            max_probe_threads=max_probe_threads,
             **optimize_options,
         )
     except BaseException:
@@ -557,6 +562,7 @@ def _planned(
         backend=backend,
         client=client,
         clock=session.dry_run_clock,
+        max_probe_threads=session.dry_run_probe_threads,
     )
     measured = setup.measured
     session.planned(
@@ -574,12 +580,27 @@ def _planned(
 CALIBRATION_RUNS = 200
 
 
+#: The correction is estimated again once this fraction of the runs it was estimated from have been
+#: added (every run while the history is short): reading and fitting 200 runs costs ~10 ms, a fifth
+#: of the whole analysis of a small job, and one more run barely moves a median.
+CALIBRATION_REFRESH = 0.05
+
+#: (store path, machine key) → (newest run id, rows used, the correction estimated from them).
+_corrections: dict[tuple[str, str], tuple[int, int, Correction]] = {}
+
+
 def _calibrated(machine: Machine) -> Machine:
     """``machine`` with its costs corrected by this machine's recorded runs (unchanged on any problem)."""
     try:
+        store = default_store()
         key = machine_key(machine.start_method)
-        rows = [row for row in default_store().runs(limit=CALIBRATION_RUNS) if row.get("machine") == key]
-        return apply_correction(machine, estimate_correction(rows)) if rows else machine
+        last = store.last_run_id()
+        cached = _corrections.get((str(store.path), key))
+        if cached is None or not 0 <= last - cached[0] <= CALIBRATION_REFRESH * cached[1]:
+            rows = [row for row in store.runs(limit=CALIBRATION_RUNS) if row.get("machine") == key]
+            cached = (last, len(rows), estimate_correction(rows))
+            _corrections[(str(store.path), key)] = cached
+        return apply_correction(machine, cached[2])
     except Exception:  # a store or history problem must never stop planning
         return machine
 

@@ -625,6 +625,18 @@ class Store:
             conn.execute("DELETE FROM runs WHERE id <= ?", (run_id - MAX_RUNS,))
         return run_id
 
+    def last_run_id(self) -> int:
+        """The id of the newest recorded run, 0 when there is none (a cheap check for new runs).
+
+        Ids only grow, also once the oldest runs are dropped (:data:`MAX_RUNS`).
+
+        Raises:
+            StoreError: the database failed.
+        """
+        with self._reading() as conn:
+            (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
+        return int(last)
+
     def runs(self, limit: int = 50, function_key: str | None = None) -> list[dict[str, Any]]:
         """The recorded runs, newest first.
 

@@ -133,6 +133,16 @@ class TestWorkload:
         measured = Workload.from_profile(make_profile(thread_speedup=1.0), free_threaded=True)
         assert measured.serial_fraction == pytest.approx(1.0 - PROBE_NOISE)  # measured, not assumed away
 
+    def test_wide_probe_reads_amdahl_with_its_thread_count(self) -> None:
+        from dataclasses import replace
+
+        # 16 threads at 8×: f = (16/8 − 1)/15 = 1/15, kept exactly when the CPU time explains it
+        wide = replace(make_profile(cpu_ratio=1.0, thread_speedup=8.0), probe_threads=16)
+        assert Workload.from_profile(wide).serial_fraction == pytest.approx(1 / 15)
+        # the same reading from two threads would mean threads barely help (f = 2/8 − 1 < 0 → 0)
+        linear = replace(make_profile(cpu_ratio=0.0, thread_speedup=16.0), probe_threads=16)
+        assert Workload.from_profile(linear).serial_fraction == 0.0
+
     def test_threads_slower_than_one_serialise_more_than_the_item(self) -> None:
         assert Workload.from_profile(make_profile(thread_speedup=0.5)).serial_fraction > 1.0
 

@@ -210,6 +210,22 @@ class TestMeasurement:
         assert all(p.is_io_bound for p in profiles)
         assert max(p.thread_speedup or 0.0 for p in profiles) > 1.5
 
+    def test_waiting_work_samples_little_and_probes_wide(self) -> None:
+        calls: list[int] = []
+
+        def wait(x: int) -> int:
+            calls.append(x)
+            time.sleep(0.005)
+            return x
+
+        s = sample(wait, range(400))
+        # the serial phase stops at the first item (budget: 2 % of a run ~16× faster than serial)
+        assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
+        assert s.n_done == 1 + sampler_module.WAIT_PROBE_THREADS
+        assert sorted(calls) == list(range(s.n_done))  # each item once, kept in order
+        assert list(s.results) == list(range(s.n_done))
+        assert s.profile.thread_speedup is not None and s.profile.thread_speedup > 4
+
     def test_pure_python_holds_the_gil(self) -> None:
         def spin(x: int) -> int:
             total = 0

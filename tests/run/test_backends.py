@@ -543,6 +543,19 @@ class TestAbort:
             assert run(backend, [3], timeout=2).results == [3]
 
     @pytest.mark.timeout(30)
+    def test_threads_start_as_chunks_arrive(self) -> None:
+        before = threading.active_count()
+        with ThreadBackend(4) as backend:
+            assert threading.active_count() == before  # nothing started yet
+            assert run(backend, [3], workfuncs.square).results == [9]
+            assert wait_until(lambda: backend.idle_workers == 1, 5)
+            ref = FunctionRef.create(workfuncs.square)
+            futures = [backend.submit(ChunkTask(i, i, [i], ref)) for i in range(10)]
+            assert [f.result(5).results for f in futures] == [[i * i] for i in range(10)]
+            assert wait_until(lambda: backend.idle_workers == 4, 5)  # never more than n_workers
+            assert threading.active_count() == before + 4
+
+    @pytest.mark.timeout(30)
     def test_serial_abort_is_harmless(self) -> None:
         with SerialBackend() as backend:
             backend.abort()
@@ -740,10 +753,12 @@ class TestPools:
 
     @pytest.mark.timeout(30)
     def test_default_cache(self) -> None:
+        pools.shutdown_pools()  # no pool left over from another test
         with pools.get_pool("threads", 3) as leased:
             backend = leased.backend
             assert run(leased, [2], workfuncs.square).results == [4]
-        assert pools.warm_workers()["threads"] >= 3
+        # threads start as chunks arrive: one chunk has started one of the three
+        assert pools.warm_workers()["threads"] == 1
         with pools.lease("threads", 3) as again:
             assert again.backend is backend
         pools.shutdown_pools()

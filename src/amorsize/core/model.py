@@ -11,8 +11,9 @@ The model, for ``n`` items of mean wall time ``d`` run as ``n_jobs`` workers × 
 - **The item, decomposed.** With the CPU ratio ``r`` (CPU over wall time), an item does ``r·d``
   core-seconds of CPU work (``r > 1``: it is multi-threaded itself, e.g. BLAS) and waits
   ``d·max(0, 1−r)``. On threads, the part of an item that is serialised (by the GIL or anything
-  else) comes from the two-thread probe ``s`` by Amdahl's law with two threads:
-  ``f = 2/s − 1`` (``1/s`` when ``s < 1``: two threads were slower than one). The probe reads
+  else) comes from the thread probe's speedup ``s`` on ``k`` threads by Amdahl's law:
+  ``f = (k/s − 1)/(k − 1)``, ``2/s − 1`` for the two-thread probe of computing work (``1/s`` when
+  ``s < 1``: the threads were slower than one); waiting work is probed wider (``k`` up to 16). The probe reads
   low on short windows, so a serial fraction within :data:`PROBE_NOISE` of zero is not trusted
   beyond what the CPU time explains (on a GIL build only CPU time can hold the GIL):
   ``f = max(f − PROBE_NOISE, min(f, r))``. Not probed: ``f = min(1, r)`` (the CPU part holds the
@@ -194,7 +195,10 @@ class Workload:
             cv=_finite(cv),
             cpu_ratio=cpu_ratio,
             serial_fraction=_serial_fraction(
-                cpu_ratio, profile.thread_speedup, free_threaded or profile.free_threaded
+                cpu_ratio,
+                profile.thread_speedup,
+                free_threaded or profile.free_threaded,
+                profile.probe_threads,
             ),
             serialize_seconds=_finite(_mean(profile.serialize_seconds)),
             payload_bytes=_finite(_mean(profile.input_bytes)) + _finite(_mean(profile.output_bytes)),
@@ -207,12 +211,19 @@ def _mean(values: tuple[float, ...] | tuple[int, ...]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _serial_fraction(cpu_ratio: float, thread_speedup: float | None, free_threaded: bool) -> float:
-    """Fraction of an item's wall time that threads cannot overlap (see the module docstring)."""
+def _serial_fraction(
+    cpu_ratio: float, thread_speedup: float | None, free_threaded: bool, probe_threads: int = 2
+) -> float:
+    """Fraction of an item's wall time that threads cannot overlap (see the module docstring).
+
+    With ``k = probe_threads`` threads, Amdahl's law ``s = k / (1 + (k−1)·f)`` gives
+    ``f = (k/s − 1) / (k − 1)``: ``2/s − 1`` for the two-thread probe.
+    """
     if thread_speedup is None or not math.isfinite(thread_speedup) or thread_speedup <= 0:
         return min(1.0, cpu_ratio)  # not probed: the CPU part holds the GIL, waiting overlaps
     s = max(MIN_THREAD_SPEEDUP, thread_speedup)
-    probed = 2.0 / s - 1.0 if s >= 1.0 else 1.0 / s
+    k = max(2, probe_threads)
+    probed = (k / s - 1.0) / (k - 1) if s >= 1.0 else 1.0 / s
     probed = max(0.0, probed)
     explained = 0.0 if free_threaded else min(probed, cpu_ratio)
     return max(probed - PROBE_NOISE, explained)

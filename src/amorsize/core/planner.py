@@ -570,7 +570,9 @@ def _forced_workers_warnings(
 
 def _probe_text(profile: Profile) -> str:
     s = profile.thread_speedup
-    return "thread speedup not measured" if s is None else f"2 threads ran {s:.2f}× as fast as 1"
+    if s is None:
+        return "thread speedup not measured"
+    return f"{profile.probe_threads} threads ran {s:.2f}× as fast as 1"
 
 
 def _serial_reason(

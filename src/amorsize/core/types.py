@@ -49,13 +49,16 @@ class Profile:
         serialize_seconds: time to pickle and unpickle each item and its result (parent-side cost).
         peak_memory_bytes: largest resident-memory growth seen during one call (0 when unknown).
         total_items: length of the input, or None when it is an iterator of unknown length.
-        thread_speedup: measured speedup of running sampled items on two threads at once versus
-            one after another (≈1.0: holds the GIL; ≈2.0: releases it or waits). None if not probed.
+        thread_speedup: measured speedup of running sampled items on ``probe_threads`` threads at
+            once versus one after another (≈1.0: holds the GIL; ≈``probe_threads``: releases it or
+            waits). None if not probed.
         pickle_method: how the function and items pickle: ``"pickle"``, ``"cloudpickle"`` or None
             when neither works (then only serial and threads are possible).
         blas_threads: the largest thread count of a BLAS/OpenMP library loaded in this process
             (threadpoolctl), 0 when none is loaded.
         free_threaded: True on a Python build running without the GIL.
+        probe_threads: how many threads the probe ran at once: 2 for work that computes, more for
+            work that waits (how far waiting overlaps is what decides its thread count).
     """
 
     durations: tuple[float, ...]
@@ -69,6 +72,7 @@ class Profile:
     pickle_method: str | None = "pickle"
     blas_threads: int = 0
     free_threaded: bool = False
+    probe_threads: int = 2
 
     @property
     def n_sampled(self) -> int:
@@ -113,8 +117,8 @@ class Profile:
 
     @property
     def releases_gil(self) -> bool:
-        """True when two threads ran the sampled items clearly faster than one."""
-        return self.thread_speedup is not None and self.thread_speedup >= 1.5
+        """True when the probe's threads ran the sampled items clearly faster than one (≥ 75 % of linear)."""
+        return self.thread_speedup is not None and self.thread_speedup >= 0.75 * max(2, self.probe_threads)
 
     @property
     def mean_input_bytes(self) -> float:

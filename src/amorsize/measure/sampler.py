@@ -20,6 +20,9 @@ Rules the dry run keeps:
   are heavy, so the serial dry run costs about :data:`SAMPLE_FRACTION` of the estimated serial time.
 - **GIL release is measured, not guessed.** A few further items run on two threads at once; their
   combined wall time against the serial estimate gives :attr:`Profile.thread_speedup`.
+- **Waiting work is sampled against its parallel run.** Items whose CPU time is under half their
+  wall time will overlap on many threads, so the serial phase gets :data:`WAIT_OVERLAP` times less
+  budget (often one item) and the probe runs :data:`WAIT_PROBE_THREADS` threads at once.
 """
 
 from __future__ import annotations
@@ -74,6 +77,22 @@ PROBE_MAX_ITEMS_PER_THREAD = 512
 #: to serial speed); a run too small to afford one item per thread is not probed — the planner
 #: then assumes the CPU part holds the GIL, which can only err towards processes or serial.
 PROBE_FRACTION = 0.05
+
+#: Waiting work (CPU under :data:`~amorsize.core.types.IO_BOUND_CPU_RATIO` of wall time) runs on
+#: many threads at once, so its dry run is budgeted against a run this many times faster than serial:
+#: 400 × 5 ms sleeps run in ~0.06 s on 64 threads, and 2 % of the 2 s serial time (40 ms) was 70 %
+#: of it. One item already shows that an item waits; the wide probe below adds more.
+WAIT_OVERLAP = 16
+#: Items faster than this are not judged waiting by their CPU time (the CPU clock is too coarse).
+WAIT_MIN_ITEM_SECONDS = 200e-6
+#: The probe of waiting work: this many threads at once (how far waiting overlaps is what sets the
+#: thread count, and two threads cannot tell 8 from 64) …
+WAIT_PROBE_THREADS = 16
+#: … each running items for about this long (at least one item each).
+WAIT_PROBE_SECONDS = 0.005
+#: A wide probe's per-item durations join the profile (they show how items vary) only when the
+#: threads overlapped at least this well; otherwise contention inflated them.
+WAIT_PROBE_OVERLAP = 0.75
 
 #: Below this wall time a call's CPU time is capped at its wall time: reading the process CPU
 #: clock costs ~0.3–1 µs here, which would otherwise make tiny items look multi-threaded.
@@ -261,9 +280,17 @@ def _serial_phase(
     spent = 0.0
     for index, item in enumerate(iterator):
         spent += _timed_call(func, item, index, measured, clock, cpu_clock)
-        if _enough(measured.durations, spent, sample_size, total_items):
+        if _enough(measured.durations, spent, sample_size, total_items, _waiting(measured)):
             break
     return measured
+
+
+def _waiting(measured: _Measured) -> bool:
+    """Whether the items measured so far mostly wait (long enough for the CPU clock to tell)."""
+    wall = sum(measured.durations)
+    if not measured.durations or wall < WAIT_MIN_ITEM_SECONDS * len(measured.durations):
+        return False
+    return sum(measured.cpu_times) < IO_BOUND_CPU_RATIO * wall
 
 
 def _timed_call(
@@ -289,14 +316,26 @@ def _timed_call(
     return wall
 
 
-def _enough(durations: Sequence[float], spent: float, sample_size: int, total_items: int | None) -> bool:
-    """Decide whether the serial phase has measured enough (see the module docstring)."""
+def _enough(
+    durations: Sequence[float],
+    spent: float,
+    sample_size: int,
+    total_items: int | None,
+    waiting: bool = False,
+) -> bool:
+    """Decide whether the serial phase has measured enough (see the module docstring).
+
+    ``waiting``: the items mostly wait, so the run will overlap them on many threads; the budget is
+    then a share of that run (:data:`WAIT_OVERLAP`), and the wide probe measures more items.
+    """
     n = len(durations)
     if n >= MAX_SAMPLES or (total_items is not None and n >= total_items):
         return True
     mean = spent / n
     estimated_total = mean * total_items if total_items is not None else math.inf
     budget = min(MAX_SAMPLE_SECONDS, max(MIN_SAMPLE_SECONDS, SAMPLE_FRACTION * estimated_total))
+    if waiting:
+        budget = max(MIN_SAMPLE_SECONDS, budget / WAIT_OVERLAP)
     if spent >= budget:
         return True
     if n < sample_size:
@@ -341,45 +380,66 @@ def _thread_probe(
     clock: Callable[[], float],
     cpu_clock: Callable[[], float],
     budget: float = PROBE_TARGET_SECONDS,
-) -> float | None:
-    """Time a few items serially, then twice as many on two threads at once; return the speedup.
+    *,
+    max_threads: int | None = None,
+) -> tuple[float, int] | None:
+    """Time items on several threads at once against their serial time; return (speedup, threads).
 
-    The serial reference is taken right before the concurrent run (not from the first sampled
-    items) because the first calls of a function run slower while the interpreter specialises
-    them: 2 early items of pure-Python work read 1.4–1.55× "speedup" against a 2-thread run here.
+    Computing work: a few items serially, then twice as many on two threads. The serial reference
+    is taken right before the concurrent run (not from the first sampled items) because the first
+    calls of a function run slower while the interpreter specialises them: 2 early items of
+    pure-Python work read 1.4–1.55× "speedup" against a 2-thread run here.
+
+    Waiting work (:func:`_waiting`): the serial phase is the reference (waiting does not warm up),
+    and up to :data:`WAIT_PROBE_THREADS` threads run about :data:`WAIT_PROBE_SECONDS` of items each;
+    when they overlap well their per-item times join the measured samples.
+
     Every item run is appended to ``measured`` (the serial ones as timed samples).
     """
     mean = statistics.fmean(measured.durations)
-    per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(budget / max(mean, 1e-9))))
+    waiting = _waiting(measured)
     reference: list[float] = []
-    if sum(measured.cpu_times) < IO_BOUND_CPU_RATIO * sum(measured.durations):
-        reference = list(measured.durations)  # waiting work does not warm up: no fresh reference
+    if waiting:
+        n_threads = (
+            WAIT_PROBE_THREADS if max_threads is None else max(2, min(WAIT_PROBE_THREADS, max_threads))
+        )
+        per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(WAIT_PROBE_SECONDS / max(mean, 1e-9))))
+        reference = list(measured.durations)
     else:
+        n_threads = 2
+        per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(budget / max(mean, 1e-9))))
         for item in itertools.islice(iterator, per_thread):
             _timed_call(func, item, len(measured.items), measured, clock, cpu_clock)
             reference.append(measured.durations[-1])
-    items = list(itertools.islice(iterator, 2 * per_thread))
+    items = list(itertools.islice(iterator, n_threads * per_thread))
     first_index = len(measured.items)
-    if len(items) < 2 or not reference:
+    n_threads = min(n_threads, len(items))
+    if n_threads < 2 or not reference:
         for offset, item in enumerate(items):
             measured.items.append(item)
             measured.results.append(_call(func, item, first_index + offset, measured))
         return None
-    halves = (range(0, len(items), 2), range(1, len(items), 2))
+    shares = [range(t, len(items), n_threads) for t in range(n_threads)]
     results: list[Any] = [None] * len(items)
+    walls = [0.0] * len(items)
+    cpus = [0.0] * len(items)
     errors: list[tuple[int, Exception]] = []
-    barrier = threading.Barrier(3)  # both workers and this thread: the clock starts with the work
+    barrier = threading.Barrier(n_threads + 1)  # the workers and this thread: the clock starts with the work
 
     def work(positions: range) -> None:
         barrier.wait()
         for position in positions:
+            started_cpu = time.thread_time()
+            started = clock()
             try:
                 results[position] = func(items[position])
             except Exception as error:
                 errors.append((position, error))
                 return
+            walls[position] = clock() - started
+            cpus[position] = time.thread_time() - started_cpu
 
-    threads = [threading.Thread(target=work, args=(half,), daemon=True) for half in halves]
+    threads = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -390,10 +450,16 @@ def _thread_probe(
     if errors:
         position, error = min(errors, key=lambda pair: pair[0])
         raise SamplingError(first_index + position, error) from error
+    if wall <= 0:
+        return None
+    speedup = len(items) * statistics.fmean(reference) / wall
     measured.items.extend(items)
     measured.results.extend(results)
-    serial_estimate = len(items) * statistics.fmean(reference)
-    return serial_estimate / wall if wall > 0 else None
+    if waiting and speedup >= WAIT_PROBE_OVERLAP * n_threads:
+        measured.durations.extend(walls)
+        for cpu, item_wall in zip(cpus, walls, strict=True):
+            measured.cpu_times.append(min(cpu, item_wall) if item_wall < CPU_CLOCK_FLOOR else cpu)
+    return speedup, n_threads
 
 
 def sample(
@@ -404,6 +470,7 @@ def sample(
     probe_threads: bool | None = None,
     clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
+    max_probe_threads: int | None = None,
 ) -> Sample:
     """Run ``func`` on the first items of ``data`` and measure it.
 
@@ -417,6 +484,8 @@ def sample(
             items that are cheap to ship, where processes do at least as well as threads could
             (see :func:`_probe_informative`).
         clock: wall clock (seconds); cpu_clock: process CPU clock (seconds). Tests pass fakes.
+        max_probe_threads: most threads the probe runs at once (None: 2 for computing work,
+            :data:`WAIT_PROBE_THREADS` for waiting work); ≥ 2.
 
     Returns:
         A :class:`Sample` with the profile, the sampled results and the data, nothing lost.
@@ -452,6 +521,7 @@ def sample(
     n_serial = len(measured.items)
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
+    probe_threads_used = 2
     # The probe runs up to 3 × budget of items at serial speed (reference + a GIL-bound pair):
     # keep that within PROBE_FRACTION of the estimated serial run, at least one item per thread.
     probe_budget = PROBE_TARGET_SECONDS
@@ -466,7 +536,11 @@ def sample(
         and (total is None or total > n_serial)
         and probe_budget >= mean
     ):
-        thread_speedup = _thread_probe(func, iterator, measured, clock, cpu_clock, probe_budget)
+        probed = _thread_probe(
+            func, iterator, measured, clock, cpu_clock, probe_budget, max_threads=max_probe_threads
+        )
+        if probed is not None:
+            thread_speedup, probe_threads_used = probed
         n_serial = len(measured.durations)
     peak = memory.stop()
 
@@ -518,6 +592,7 @@ def sample(
         pickle_method=method,
         blas_threads=_blas_threads(),
         free_threaded=_free_threaded(),
+        probe_threads=probe_threads_used,
     )
     return Sample(
         profile=profile,

@@ -55,7 +55,7 @@ def _measured_rows(diagnostics: Diagnostics) -> list[tuple[str, str]]:
         gil = "not probed"
     else:
         holds = "releases the GIL or waits" if p.releases_gil else "holds the GIL"
-        gil = f"{p.thread_speedup:.2f}× on 2 threads ({holds})"
+        gil = f"{p.thread_speedup:.2f}× on {p.probe_threads} threads ({holds})"
     total = "unknown (a stream)" if p.total_items is None else f"{p.total_items:,}"
     return [
         ("items", f"{p.n_sampled} timed of {total}, in {seconds(diagnostics.sampling_seconds)}"),

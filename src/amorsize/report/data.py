@@ -62,6 +62,7 @@ def profile_dict(profile: Profile, sampling_seconds: float | None = None) -> dic
         "coefficient_of_variation": finite(profile.coefficient_of_variation, 3),
         "cpu_ratio": finite(profile.cpu_ratio, 3),
         "thread_speedup": finite(profile.thread_speedup, 3),
+        "probe_threads": profile.probe_threads,
         "input_bytes": finite(profile.mean_input_bytes),
         "output_bytes": finite(profile.mean_output_bytes),
         "serialize_seconds": finite(profile.mean_serialize_seconds),

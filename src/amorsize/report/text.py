@@ -39,7 +39,9 @@ def explain(result: OptimizationResult | StreamingOptimizationResult, diagnostic
     """
     profile = diagnostics.profile
     plan = diagnostics.plan
-    probe = "not probed" if profile.thread_speedup is None else f"{profile.thread_speedup:.2f}x on 2 threads"
+    probe = "not probed"
+    if profile.thread_speedup is not None:
+        probe = f"{profile.thread_speedup:.2f}x on {profile.probe_threads} threads"
     lines = [
         "Amorsize analysis",
         f"  measured   {profile.n_sampled} items timed serially in {seconds(diagnostics.sampling_seconds)}: "

@@ -178,6 +178,12 @@ class Resilience:
         return GuardedFunction(self.worker_func, self.gate, collect=collect)
 
     @property
+    def dry_run_probe_threads(self) -> int | None:
+        """Most threads the dry run's probe may call ``func`` from at once: 2 behind a breaker or
+        rate limit (as many calls as the gate can be asked about at a time), else the sampler's own."""
+        return None if self.gate is None else 2
+
+    @property
     def dry_run_clock(self) -> Callable[[], float]:
         """The clock the dry run times calls with: without the rate limit's waits, when there is one."""
         if self.gate is not None and self.gate.bucket is not None:
