@@ -271,6 +271,22 @@ class TestExecute:
         assert max(counts) <= max(1, (os.cpu_count() or 1) // 2)
 
     @pytest.mark.timeout(60)
+    def test_threaded_run_caps_blas_threads_and_restores_them(self) -> None:
+        pytest.importorskip("numpy")
+        import numpy  # noqa: F401  (loads BLAS)
+        from threadpoolctl import threadpool_info
+
+        from amorsize.measure.sampler import blas_threads_loaded
+
+        def threads_now(_: int) -> int:
+            return max((info["num_threads"] for info in threadpool_info()), default=1)
+
+        before = blas_threads_loaded()
+        counts = execute(threads_now, range(8), executor="threads", n_jobs=2, chunksize=1)
+        assert max(counts) <= max(1, (os.cpu_count() or 1) // 2)
+        assert blas_threads_loaded() == before  # the limit ends with the run
+
+    @pytest.mark.timeout(60)
     def test_second_run_reuses_the_pool(self) -> None:
         from amorsize.run.pools import warm_workers
 

@@ -33,7 +33,7 @@ from amorsize.errors import ConfigurationError
 from amorsize.measure.cluster import probe_cluster
 from amorsize.measure.identity import function_key, function_name
 from amorsize.measure.machine import machine_key, probe_machine
-from amorsize.measure.sampler import Sample, input_length, sample
+from amorsize.measure.sampler import Sample, blas_threads_loaded, input_length, sample
 from amorsize.report.text import explain
 from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy
 from amorsize.resilience.dlq import DeadLetterQueue
@@ -372,6 +372,28 @@ def _dask_client(backend: str | None, executor: str | None, client: Any) -> tupl
 
 
 @contextlib.contextmanager
+def _blas_limited(limit: int | None) -> Iterator[None]:
+    """Limit this process's BLAS/OpenMP threads to ``limit`` for a threaded run (process-wide).
+
+    Threads share the process's BLAS pools: 2 threads × 2 OpenBLAS threads on 2 cores ran 250²
+    matmuls ~2× slower than 2 × 1. Nothing is done when no such library is loaded or it already
+    runs within the limit.
+    """
+    if limit is None or blas_threads_loaded() <= limit:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=limit):
+        yield
+
+
+def _blas_cap(kind: str, machine: Callable[[], Machine], n_jobs: int) -> int | None:
+    """The BLAS thread limit for ``n_jobs`` workers of ``kind`` (None for serial and Dask)."""
+    return blas_threads_per_worker(machine(), n_jobs) if kind in ("processes", "threads") else None
+
+
+@contextlib.contextmanager
 def _backend_for(setup: _RunSetup, start_method: str | None) -> Iterator[Backend]:
     """The backend of a planned run: Dask on the run's client, or a leased local pool.
 
@@ -384,6 +406,9 @@ def _backend_for(setup: _RunSetup, start_method: str | None) -> Iterator[Backend
 
             with DaskBackend(setup.dask_client) as dask_backend:
                 yield dask_backend
+        elif candidate.executor == "threads":
+            with _blas_limited(setup.blas_threads), lease("threads", candidate.n_jobs) as pooled:
+                yield pooled
         else:
             with lease(
                 candidate.executor,
@@ -433,9 +458,12 @@ def _prepare(
         )
         kind = cast(ExecutorKind, executor)
         candidate = Candidate(kind, 1 if kind == "serial" else n_jobs, chunksize)
-        if blas_threads is None and kind == "processes":  # a forced plan is capped like a planned one
-            machine = probe_machine(start_method=start_method, calibrate_costs=False)
-            blas_threads = blas_threads_per_worker(machine, candidate.n_jobs)
+        if blas_threads is None:  # a forced plan is capped like a planned one
+            blas_threads = _blas_cap(
+                kind,
+                lambda: probe_machine(start_method=start_method, calibrate_costs=False),
+                candidate.n_jobs,
+            )
         return _RunSetup(
             candidate, None, None, (), blas_threads, *_dask_client(backend, executor, client), True
         )
@@ -458,8 +486,8 @@ def _prepare(
             dask_client.close()
         raise
     candidate = diagnostics.plan.candidate
-    if blas_threads is None and candidate.executor == "processes":
-        blas_threads = blas_threads_per_worker(diagnostics.machine, candidate.n_jobs)
+    if blas_threads is None:
+        blas_threads = _blas_cap(candidate.executor, lambda: diagnostics.machine, candidate.n_jobs)
     return _RunSetup(
         candidate,
         measured,

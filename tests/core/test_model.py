@@ -211,7 +211,29 @@ class TestItemWallInWorker:
         assert item_wall_in_worker(w, machine, "processes", 2) == pytest.approx(0.1)  # 4 threads each
         assert item_wall_in_worker(w, machine, "processes", 4) == pytest.approx(0.2)  # 2 threads each
         assert item_wall_in_worker(w, machine, "processes", 8) == pytest.approx(0.4)  # 1 thread each
-        assert item_wall_in_worker(w, machine, "threads", 8) == pytest.approx(0.1)
+        # a threaded run is capped as a whole: 8 threads × 1 BLAS thread
+        assert item_wall_in_worker(w, machine, "threads", 8) == pytest.approx(0.4)
+        assert item_wall_in_worker(w, machine, "threads", 2) == pytest.approx(0.1)
+
+    def test_measured_capped_duration_replaces_the_cpu_estimate(self) -> None:
+        from dataclasses import replace
+
+        # 250² matmuls: 1 ms on 2 BLAS threads (CPU 2 ms), 1.1 ms on one: CPU overstated the gain
+        profile = replace(
+            make_profile(0.001, cpu_ratio=2.0, blas=2, thread_speedup=1.8),
+            capped_duration=0.0011,
+            capped_blas_threads=1,
+        )
+        w = Workload.from_profile(profile)
+        machine = make_machine(2)
+        assert item_wall_in_worker(w, machine, "threads", 2) == pytest.approx(0.0011)
+        assert item_wall_in_worker(w, machine, "processes", 2) == pytest.approx(0.0011)  # GIL released
+        workers, cpu, _ = compute_bounds(w, machine, "threads", 2, 2, 100)
+        assert workers == pytest.approx(0.055) and cpu == pytest.approx(0.055)  # not 100 × 2 ms / 2
+        # measured under another cap: the CPU-time estimate again
+        assert item_wall_in_worker(w, make_machine(8), "threads", 2) == pytest.approx(0.001)
+        gil_bound = Workload.from_profile(replace(profile, thread_speedup=1.0))
+        assert item_wall_in_worker(gil_bound, machine, "processes", 2) == pytest.approx(0.002)
 
     def test_single_threaded_items_unchanged(self) -> None:
         w = Workload.from_profile(make_profile(0.1))

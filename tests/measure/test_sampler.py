@@ -251,6 +251,28 @@ class TestMeasurement:
         assert max(speedups) > 1.3, speedups  # pure Python reads ≤ 1.1 (test above)
 
 
+class TestBlasProbe:
+    def test_blas_items_are_probed_with_their_threads_capped(self) -> None:
+        np = pytest.importorskip("numpy")
+        if sampler_module.blas_threads_loaded() <= 1:
+            pytest.skip("BLAS runs one thread here: nothing to cap")
+        from amorsize.measure.machine import usable_cores
+
+        def matmul(seed: int) -> float:
+            a = np.random.default_rng(seed).random((300, 300))
+            return float((a @ a).trace())
+
+        # best of three: the CPU clock must see both BLAS threads busy for the items to count as BLAS
+        profiles = [sample(matmul, range(2000)).profile for _ in range(3)]
+        capped = [p for p in profiles if p.capped_duration is not None]
+        assert capped, [p.cpu_ratio for p in profiles]
+        assert all(p.capped_blas_threads == max(1, usable_cores() // 2) for p in capped)
+        assert all(p.thread_speedup is not None and p.capped_duration > 0 for p in capped)
+        # OpenBLAS threads spin for a while after a call, and the process CPU clock counts them: a
+        # pure-Python item sampled right now would read a CPU ratio ~1.5. Let them settle.
+        time.sleep(0.5)
+
+
 class TestProbeChoice:
     def test_cheap_to_ship_cpu_work_is_not_probed(self) -> None:
         def spin(x: int) -> int:

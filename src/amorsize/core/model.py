@@ -23,9 +23,11 @@ The model, for ``n`` items of mean wall time ``d`` run as ``n_jobs`` workers × 
   workers ``n·d_w / n_eff`` (``n_eff = min(n_jobs, chunks)``, ``d_w`` the item's wall time inside
   a worker), CPU ``n·r·d / cpu_capacity(n_jobs)`` (physical cores first, then
   :data:`SMT_GAIN` per worker on a hyper-thread sibling, nothing beyond the usable cores), and on
-  threads the serialised part ``n·f·d``. Process workers of multi-threaded BLAS items are limited to
-  :func:`blas_threads_per_worker` threads so workers × threads never exceed the usable cores; an
-  item that used ``r`` cores then takes ``d_w = d·r / min(r, threads)``.
+  threads the serialised part ``n·f·d``. Workers of multi-threaded BLAS items (processes, and a
+  threaded run as a whole) are limited to :func:`blas_threads_per_worker` threads so workers ×
+  threads never exceed the usable cores; an item then takes what the probe measured under that
+  limit, or unmeasured ``d_w = d·r / min(r, threads)`` for an item that used ``r`` cores, and uses
+  no more than ``threads·d_w`` of CPU.
 - **startup**: processes boot concurrently (the child does the work), so cold workers cost one
   ``process_startup`` per wave of usable cores; threads start one after another in the parent,
   ``thread_startup`` each. Warm workers (already running in a reusable pool) cost nothing.
@@ -172,6 +174,8 @@ class Workload:
     payload_bytes: float
     peak_memory_bytes: int
     blas_threads: int
+    capped_duration: float = 0.0
+    capped_blas_threads: int = 0
 
     @classmethod
     def from_profile(cls, profile: Profile, *, free_threaded: bool = False) -> Workload:
@@ -204,6 +208,8 @@ class Workload:
             payload_bytes=_finite(_mean(profile.input_bytes)) + _finite(_mean(profile.output_bytes)),
             peak_memory_bytes=max(0, profile.peak_memory_bytes),
             blas_threads=max(0, profile.blas_threads),
+            capped_duration=_finite(profile.capped_duration or 0.0),
+            capped_blas_threads=max(0, profile.capped_blas_threads),
         )
 
 
@@ -319,13 +325,25 @@ def cpu_capacity(machine: Machine, n_jobs: int, *, smt_gain: float = SMT_GAIN) -
     return min(workers, physical) + smt_gain * max(0, workers - physical)
 
 
+def _blas_limit(machine: Machine, executor: ExecutorKind, n_jobs: int) -> int:
+    """BLAS/OpenMP threads an item gets in a worker of ``executor`` (see :func:`item_wall_in_worker`)."""
+    return DASK_BLAS_THREADS if executor == "dask" else blas_threads_per_worker(machine, n_jobs)
+
+
+def _blas_capped(workload: Workload, executor: ExecutorKind) -> bool:
+    """Whether items run with fewer BLAS threads in a worker of ``executor`` than they used when sampled."""
+    return executor != "serial" and workload.cpu_ratio > 1.0 and workload.blas_threads > 1
+
+
 def item_wall_in_worker(workload: Workload, machine: Machine, executor: ExecutorKind, n_jobs: int) -> float:
     """Wall seconds one item takes inside a worker, alone on its core(s).
 
-    It is the measured mean, except for multi-threaded BLAS items in worker processes: the runner limits
-    each process to :func:`blas_threads_per_worker` threads (Dask workers run with
-    :data:`DASK_BLAS_THREADS`), so an item that kept ``r`` cores busy for ``d`` seconds takes
-    ``d·r / min(r, threads)``.
+    It is the measured mean, except for multi-threaded BLAS items: the runner limits each worker
+    process — and a threaded run as a whole — to :func:`blas_threads_per_worker` threads per worker
+    (Dask workers run with :data:`DASK_BLAS_THREADS`). The item then takes what the thread probe
+    measured under that limit (:attr:`~amorsize.core.types.Profile.capped_duration`) — for
+    processes only when the probe found the GIL released, since a GIL-bound probe is slowed by the
+    GIL too — or, unmeasured, ``d·r / min(r, threads)`` for an item that kept ``r`` cores busy.
 
     Args:
         workload: the workload summary.
@@ -338,10 +356,16 @@ def item_wall_in_worker(workload: Workload, machine: Machine, executor: Executor
     """
     d = workload.mean_duration
     r = workload.cpu_ratio
-    if executor in _PROCESS_KINDS and r > 1.0 and workload.blas_threads > 1:
-        threads = DASK_BLAS_THREADS if executor == "dask" else blas_threads_per_worker(machine, n_jobs)
-        return d * r / min(r, float(threads))
-    return d
+    if not _blas_capped(workload, executor):
+        return d
+    threads = _blas_limit(machine, executor, n_jobs)
+    if (
+        workload.capped_duration > 0
+        and threads == workload.capped_blas_threads
+        and (executor == "threads" or workload.serial_fraction <= PROBE_NOISE)
+    ):
+        return workload.capped_duration
+    return d * r / min(r, float(threads))
 
 
 def compute_bounds(
@@ -362,10 +386,14 @@ def compute_bounds(
         threads cannot overlap done one after another (0 for processes). Compute is their maximum.
     """
     n, d, r = n_items, workload.mean_duration, workload.cpu_ratio
-    workers = n * item_wall_in_worker(workload, machine, executor, n_jobs) / max(1, n_eff)
+    d_w = item_wall_in_worker(workload, machine, executor, n_jobs)
+    workers = n * d_w / max(1, n_eff)
     cpu = 0.0
     if r > 0:
-        cpu = n * r * d / cpu_capacity(machine, n_jobs, smt_gain=SMT_GAIN if r <= 1.0 else 0.0)
+        per_item = r * d
+        if _blas_capped(workload, executor):  # capped: no more CPU than its threads give it
+            per_item = min(per_item, _blas_limit(machine, executor, n_jobs) * d_w)
+        cpu = n * per_item / cpu_capacity(machine, n_jobs, smt_gain=SMT_GAIN if r <= 1.0 else 0.0)
     serialised = n * workload.serial_fraction * d if executor == "threads" else 0.0
     return workers, cpu, serialised
 

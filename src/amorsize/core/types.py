@@ -59,6 +59,11 @@ class Profile:
         free_threaded: True on a Python build running without the GIL.
         probe_threads: how many threads the probe ran at once: 2 for work that computes, more for
             work that waits (how far waiting overlaps is what decides its thread count).
+        capped_duration: for items that are multi-threaded through BLAS/OpenMP, the wall seconds
+            one item took on each of the probe's threads with those libraries limited to
+            ``capped_blas_threads`` threads (None: not measured). A small BLAS call can be as fast
+            single-threaded: CPU time then overstates what the extra threads did.
+        capped_blas_threads: the BLAS/OpenMP thread limit ``capped_duration`` was measured under.
     """
 
     durations: tuple[float, ...]
@@ -73,6 +78,8 @@ class Profile:
     blas_threads: int = 0
     free_threaded: bool = False
     probe_threads: int = 2
+    capped_duration: float | None = None
+    capped_blas_threads: int = 0
 
     @property
     def n_sampled(self) -> int:
