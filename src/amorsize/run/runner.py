@@ -642,7 +642,8 @@ class Runner:
         for hook in self._hooks:
             hook.on_chunk_done(record)
 
-        results = list(outcome.results[:n_done])
+        raw = outcome.results  # a fresh list from the backend, nobody else's: no copy when complete
+        results = raw if type(raw) is list and len(raw) == n_done else list(raw[:n_done])
         results.extend([self._placeholder] * (n_done - len(results)))
         failed_at: dict[int, ItemFailure] = {}
         for failure in failures:
