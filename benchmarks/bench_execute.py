@@ -4,6 +4,7 @@ Run by hand (not in the test suite)::
 
     python benchmarks/bench_execute.py            # every workload, 3 repeats, medians
     python benchmarks/bench_execute.py --quick    # one repeat, smaller inputs
+    python benchmarks/bench_execute.py --only uniform --repeat 5
 
 Every contender runs in this process, one after another, so the figures of one run compare as
 ratios. ``execute`` is timed *cold* (its pools shut down before each timing, so it pays its dry
@@ -80,13 +81,9 @@ def contenders(case: Case) -> dict[str, Callable[[], Any]]:
     data = case.make()
     func = case.func
 
-    def cold() -> Any:
-        shutdown_pools()
-        return execute(func, data)
-
     return {
         "serial": lambda: [func(x) for x in data],
-        "execute (cold)": cold,
+        "execute (cold)": lambda: execute(func, data),  # main() shuts the pools down before timing
         "execute (warm)": lambda: execute(func, data),
         "Pool.map default": lambda: _pool_map(func, data, None),
         "Pool.map chunksize=1": lambda: _pool_map(func, data, 1),
@@ -112,7 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated words: run the cases whose name has one")
     args = parser.parse_args()
+    wanted = [word.strip() for word in args.only.split(",") if word.strip()]
     repeat = 1 if args.quick else args.repeat
     print(f"machine: {machine()}")
     print(f"command: python {' '.join(sys.argv)}  (median of {repeat})\n")
@@ -120,10 +119,14 @@ def main() -> None:
     print("| workload | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for case in cases(args.quick):
+        if wanted and not any(word in case.name for word in wanted):
+            continue
         runs = contenders(case)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(repeat):
             for name, run in runs.items():
+                if name == "execute (cold)":
+                    shutdown_pools()  # outside the timing: joining the old workers is not this run's cost
                 times[name].append(time_it(run))
         serial = statistics.median(times["serial"])
         cells = []

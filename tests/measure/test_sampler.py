@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -209,6 +210,15 @@ class TestMeasurement:
         profiles = [sample(wait, range(1000)).profile for _ in range(3)]
         assert all(p.is_io_bound for p in profiles)
         assert max(p.thread_speedup or 0.0 for p in profiles) > 1.5
+
+    def test_serialisation_is_measured_per_chunk_not_per_pickle(self) -> None:
+        s = sample(square, range(10_000), probe_threads=False)
+        started = time.perf_counter()
+        for x in range(1000):  # one item at a time, as the old per-item measurement did
+            pickle.loads(pickle.dumps(x))
+            pickle.loads(pickle.dumps(x * x))
+        one_by_one = (time.perf_counter() - started) / 1000
+        assert s.profile.mean_serialize_seconds < one_by_one / 2  # a list of ints pickles ~10× cheaper
 
     def test_waiting_work_samples_little_and_probes_wide(self) -> None:
         calls: list[int] = []

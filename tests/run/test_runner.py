@@ -32,7 +32,7 @@ from amorsize.run.backend import ChunkOutcome, ChunkTask, FunctionRef, ItemFailu
 from amorsize.run.backends.serial import SerialBackend
 from amorsize.run.hooks import ProgressBar, RunHooks, RunInfo
 from amorsize.run.report import ChunkRecord, RunReport
-from amorsize.run.runner import MAX_CHUNK_RECORDS, Runner
+from amorsize.run.runner import MAX_CHUNK_RECORDS, READY_SLACK, Runner
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -428,7 +428,8 @@ class TestBoundedInFlight:
         runner = Runner(FakeBackend(2), double, source, chunksize=10, max_in_flight=3, adaptive=False)
         results = iter(runner)
         assert next(results) == 0
-        assert source.pulled <= (3 + 1) * 10  # the window, and the chunk refilled behind the yielded one
+        # the window (with the finished chunks waiting for the first), and the chunk refilled behind it
+        assert source.pulled <= (READY_SLACK * 3 + 1) * 10
 
     def test_ordered_buffering_is_bounded_while_the_first_chunk_is_slow(self) -> None:
         source = PullCounter(1000)
@@ -436,8 +437,20 @@ class TestBoundedInFlight:
         runner = Runner(backend, double, source, chunksize=5, adaptive=False)  # window: 2 × 2 chunks
         results = iter(runner)
         assert next(results) == 0
-        assert source.pulled <= (4 + 1) * 5
+        assert source.pulled <= (READY_SLACK * 4 + 1) * 5
         assert list(results) == [2 * i for i in range(1, 1000)]
+
+    def test_results_waiting_for_a_slow_chunk_do_not_stop_submission(self) -> None:
+        # chunk 0 takes 0.3 s, the others 10 ms: the other worker must keep getting chunks meanwhile
+        backend = FakeBackend(2, delay=lambda task: 0.3 if task.start == 0 else 0.01)
+        runner = Runner(backend, double, range(100), chunksize=5, adaptive=False)  # window: 2 × 2 chunks
+        results = iter(runner)
+        assert next(results) == 0
+        # in flight ≤ 4 at any time, but finished chunks waiting behind chunk 0 no longer count:
+        # more than the 4 of the old window were submitted before chunk 0 came back
+        assert len(backend.tasks) > 4 + 1
+        assert len(backend.tasks) <= READY_SLACK * 4 + 1
+        assert list(results) == [2 * i for i in range(1, 100)]
 
     def test_long_stream_is_pulled_a_bounded_distance_ahead(self) -> None:
         n = 200_000
@@ -450,7 +463,7 @@ class TestBoundedInFlight:
             assert result == 2 * (done - 1)
         assert done == n
         assert max(backend.sizes) <= 2000
-        assert lead <= (2 * 2 + 1) * max(backend.sizes)
+        assert lead <= (READY_SLACK * 2 * 2 + 1) * max(backend.sizes)
         assert lead < n // 20  # constant memory: never more than a few chunks of a 200k stream
 
 

@@ -23,7 +23,8 @@ protocol 5, plain :mod:`pickle` first and cloudpickle when plain pickle fails (l
 
 The shared ``slot`` (two int64 in shared memory) tells the parent what runs *now*, without a
 message: ``slot[1]`` is ``time.monotonic_ns()`` when the item started (a system-wide clock on Linux,
-macOS and Windows) and ``slot[0]`` is ``task_no << 32 | (pos + 1)`` (``pos + 1 == 0``: decoding the
+macOS and Windows; per item only in chunks with an item timeout, the only reader of it, else when the
+chunk started) and ``slot[0]`` is ``task_no << 32 | (pos + 1)`` (``pos + 1 == 0``: decoding the
 chunk). The start is written before the position, and the parent reads them in the other order and
 re-reads ``slot[0]``, so it never pairs a new item with an old start.
 """
@@ -195,12 +196,12 @@ class _Chunk:
 
     def run(self, func: Callable[[Any], Any], items: Sequence[Any]) -> tuple[list[Any], list[Any], int]:
         """Call ``func`` on each item; return (results, failures, n_done), streaming if asked."""
-        slot, stream, conn = self.slot, self.stream, self.conn
+        if not self.stream:
+            return self._run_untimed(func, items)
+        slot, conn = self.slot, self.conn
         tag = self.task_no << 32
-        results: list[Any] = []
-        failures: list[tuple[int, bytes | None, str, str, str]] = []
         n_done = 0
-        for pos, item in enumerate(items):
+        for pos, item in enumerate(items):  # timed: each item's start, each result streamed at once
             slot[1] = time.monotonic_ns()
             slot[0] = tag | (pos + 1)
             n_done = pos + 1
@@ -209,16 +210,9 @@ class _Chunk:
             except BaseException as error:  # SIGINT is ignored here, so this is the item's own doing
                 encoded = encode_error(error)
                 del error
-                if stream:
-                    conn.send_bytes(_frame(FAIL, self.task_no, pos, encoded))
-                else:
-                    results.append(None)
-                    failures.append((pos, *encoded))
+                conn.send_bytes(_frame(FAIL, self.task_no, pos, encoded))
                 if self.stop_on_error:
                     break
-                continue
-            if not stream:
-                results.append(result)
                 continue
             try:
                 message = _frame(ITEM, self.task_no, pos, result)
@@ -229,7 +223,34 @@ class _Chunk:
                     break
                 continue
             conn.send_bytes(message)
-        return results, failures, n_done
+        return [], [], n_done
+
+    def _run_untimed(
+        self, func: Callable[[Any], Any], items: Sequence[Any]
+    ) -> tuple[list[Any], list[Any], int]:
+        """:meth:`run` for a chunk without an item timeout: only the position goes to the slot.
+
+        Nobody reads an item's start time without a timeout, so this loop skips the clock: ~80 ns
+        per item of bookkeeping instead of ~200–350 (3 % of a 10 µs item).
+        """
+        slot = self.slot
+        first = (self.task_no << 32) | 1  # slot[0] for position 0
+        results: list[Any] = []
+        append = results.append
+        failures: list[tuple[int, bytes | None, str, str, str]] = []
+        where = first - 1
+        for where, item in enumerate(items, first):
+            slot[0] = where
+            try:
+                append(func(item))
+            except BaseException as error:  # SIGINT is ignored here, so this is the item's own doing
+                encoded = encode_error(error)
+                del error
+                append(None)
+                failures.append((where - first, *encoded))
+                if self.stop_on_error:
+                    break
+        return results, failures, where - first + 1
 
     def report(
         self, results: list[Any], failures: list[Any], n_done: int, duration: float, cpu: float
