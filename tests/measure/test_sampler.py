@@ -169,6 +169,24 @@ class TestAdaptiveSampling:
         s = sample(square, range(100_000), sample_size=5, probe_threads=False)
         assert s.profile.n_sampled > 5
 
+    def test_fast_items_are_timed_in_batches(self) -> None:
+        # every clock read "takes" 0.1 µs: an item timed alone reads 0.1 µs, a batch of 64 as well
+        s = sample(square, range(100_000), sample_size=5, clock=FakeClock(1e-7), probe_threads=False)
+        assert s.profile.n_sampled > 5 + sampler_module.FAST_BATCH
+        assert s.profile.durations == pytest.approx([1e-7 / sampler_module.FAST_BATCH] * s.profile.n_sampled)
+        assert list(s.results) == [x * x for x in range(s.n_done)]
+
+    def test_an_error_in_a_batch_names_its_item(self) -> None:
+        def fails_at_100(x: int) -> int:
+            if x == 100:
+                raise ValueError("boom")
+            return x
+
+        with pytest.raises(SamplingError) as info:
+            sample(fails_at_100, range(1000), clock=FakeClock(1e-7), probe_threads=False)
+        assert info.value.index == 100
+        assert isinstance(info.value.__cause__, ValueError)
+
     def test_varied_durations_get_more_samples(self) -> None:
         durations = itertools.cycle([0.0001, 0.002])
 
