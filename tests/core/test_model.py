@@ -133,6 +133,13 @@ class TestWorkload:
         measured = Workload.from_profile(make_profile(thread_speedup=1.0), free_threaded=True)
         assert measured.serial_fraction == pytest.approx(1.0 - PROBE_NOISE)  # measured, not assumed away
 
+    def test_a_canary_reading_is_the_serial_fraction(self) -> None:
+        from dataclasses import replace
+
+        profile = replace(make_profile(cpu_ratio=1.0, thread_speedup=2 / 1.4), gil_held=0.4)
+        assert Workload.from_profile(profile).serial_fraction == pytest.approx(0.4)  # no noise band
+        assert Workload.from_profile(profile, free_threaded=True).serial_fraction < 0.4  # no GIL there
+
     def test_wide_probe_reads_amdahl_with_its_thread_count(self) -> None:
         from dataclasses import replace
 

@@ -178,6 +178,18 @@ class TestPlan:
         assert threads.total <= result.prediction.total
         assert "too coarse" in result.reasons[1]
 
+    def test_a_canary_reading_of_a_released_gil_gives_threads_even_for_cheap_items(self) -> None:
+        # SHA-256 of a module-level buffer: tiny items and results, the GIL released ~all the time.
+        # The canary's reading is trusted within GIL_READING_NOISE, the two-thread probe's not.
+        from amorsize.core.planner import GIL_READING_NOISE
+
+        read = replace(make_profile(0.01, thread_speedup=2 / 1.05), gil_held=0.05)
+        result = plan(read, make_machine(2), PlanOptions(n_items=2000))
+        assert result.candidate.executor == "threads"
+        held = replace(make_profile(0.01, thread_speedup=1.0), gil_held=1.0)
+        assert plan(held, make_machine(2), PlanOptions(n_items=2000)).candidate.executor == "processes"
+        assert GIL_READING_NOISE < planner.PROBE_NOISE
+
     def test_unclear_probe_still_gives_threads_when_processes_cost_much_more(self) -> None:
         profile = make_profile(0.01, thread_speedup=1.48, in_bytes=4_000_000, serialize=0.004)
         assert plan(profile, make_machine(2), PlanOptions(n_items=2000)).candidate.executor == "threads"

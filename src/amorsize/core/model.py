@@ -203,6 +203,7 @@ class Workload:
                 profile.thread_speedup,
                 free_threaded or profile.free_threaded,
                 profile.probe_threads,
+                profile.gil_held,
             ),
             serialize_seconds=_finite(_mean(profile.serialize_seconds)),
             payload_bytes=_finite(_mean(profile.input_bytes)) + _finite(_mean(profile.output_bytes)),
@@ -218,13 +219,20 @@ def _mean(values: tuple[float, ...] | tuple[int, ...]) -> float:
 
 
 def _serial_fraction(
-    cpu_ratio: float, thread_speedup: float | None, free_threaded: bool, probe_threads: int = 2
+    cpu_ratio: float,
+    thread_speedup: float | None,
+    free_threaded: bool,
+    probe_threads: int = 2,
+    gil_held: float | None = None,
 ) -> float:
     """Fraction of an item's wall time that threads cannot overlap (see the module docstring).
 
     With ``k = probe_threads`` threads, Amdahl's law ``s = k / (1 + (k−1)·f)`` gives
-    ``f = (k/s − 1) / (k − 1)``: ``2/s − 1`` for the two-thread probe.
+    ``f = (k/s − 1) / (k − 1)``: ``2/s − 1`` for the two-thread probe. A canary's reading of the
+    time the GIL was held is that fraction directly, without the probe's noise band.
     """
+    if gil_held is not None and math.isfinite(gil_held) and not free_threaded:
+        return min(1.0, max(0.0, gil_held))
     if thread_speedup is None or not math.isfinite(thread_speedup) or thread_speedup <= 0:
         return min(1.0, cpu_ratio)  # not probed: the CPU part holds the GIL, waiting overlaps
     s = max(MIN_THREAD_SPEEDUP, thread_speedup)

@@ -423,7 +423,13 @@ def _doubting_the_probe(w: Workload, profile: Profile) -> Workload:
     """
     if profile.thread_speedup is None or w.cpu_ratio < IO_BOUND_CPU_RATIO:
         return w
-    return replace(w, serial_fraction=max(w.serial_fraction, min(1.0, w.serial_fraction + PROBE_NOISE)))
+    noise = PROBE_NOISE if profile.gil_held is None else GIL_READING_NOISE
+    return replace(w, serial_fraction=max(w.serial_fraction, min(1.0, w.serial_fraction + noise)))
+
+
+#: Uncertainty of the GIL canary's reading (:mod:`amorsize.measure.gil`), as a serialised fraction:
+#: five 30 ms readings of one workload spread over 0.0–0.17 on this project's 2-core machines.
+GIL_READING_NOISE = 0.15
 
 
 def _choose_kind(
@@ -570,6 +576,8 @@ def _forced_workers_warnings(
 
 def _probe_text(profile: Profile) -> str:
     s = profile.thread_speedup
+    if profile.gil_held is not None:
+        return f"the GIL was held {profile.gil_held:.0%} of the time"
     if s is None:
         return "thread speedup not measured"
     return f"{profile.probe_threads} threads ran {s:.2f}× as fast as 1"
@@ -645,7 +653,7 @@ def _executor_reason(
     elif "threads" in best_by_kind and best_by_kind["threads"].total < prediction.total:
         threads = best_by_kind["threads"]
         why = (
-            f"threads might be faster ({_fmt_time(threads.total)}), but the two-thread probe "
+            f"threads might be faster ({_fmt_time(threads.total)}), but the GIL reading "
             f"({_probe_text(profile)}) is too coarse to rely on the GIL being released across "
             f"{threads.candidate.n_jobs} threads, so processes, which do not depend on it, run them"
         )

@@ -64,6 +64,9 @@ class Profile:
             ``capped_blas_threads`` threads (None: not measured). A small BLAS call can be as fast
             single-threaded: CPU time then overstates what the extra threads did.
         capped_blas_threads: the BLAS/OpenMP thread limit ``capped_duration`` was measured under.
+        gil_held: share of the serial phase's time the items held the GIL, read by a canary thread
+            (:mod:`amorsize.measure.gil`); when set, ``thread_speedup`` is derived from it
+            (``2 / (1 + gil_held)``). None: not read (waiting work, too short a dry run, no GIL).
     """
 
     durations: tuple[float, ...]
@@ -80,6 +83,7 @@ class Profile:
     probe_threads: int = 2
     capped_duration: float | None = None
     capped_blas_threads: int = 0
+    gil_held: float | None = None
 
     @property
     def n_sampled(self) -> int:

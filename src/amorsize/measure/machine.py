@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from multiprocessing.connection import Connection, wait
@@ -49,6 +49,7 @@ import psutil
 from amorsize.core.types import Machine, MachineCosts
 from amorsize.errors import ConfigurationError, StoreError
 from amorsize.measure._calibrate_worker import BLOB, STOP, serve
+from amorsize.measure.gil import free_threaded
 from amorsize.store import Store, default_store
 
 __all__ = [
@@ -536,11 +537,6 @@ def _costs_from_store(value: Any) -> MachineCosts | None:
     return MachineCosts(**figures, source="measured")
 
 
-def _free_threaded() -> bool:
-    is_gil_enabled: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
-    return is_gil_enabled is not None and not is_gil_enabled()
-
-
 class _ProbeCache:
     """Machines already probed in this process, by start method."""
 
@@ -642,7 +638,7 @@ def probe_machine(
             available_memory=available,
             memory_limit=limit,
             start_method=method,
-            free_threaded=_free_threaded(),
+            free_threaded=free_threaded(),
             costs=costs,
         )
         # A probe that was not allowed to measure, and found nothing stored, may measure later.

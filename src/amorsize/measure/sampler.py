@@ -45,6 +45,7 @@ import cloudpickle
 
 from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile
 from amorsize.errors import ConfigurationError, SamplingError
+from amorsize.measure.gil import GilCanary, free_threaded
 from amorsize.measure.memory import PeakMemory
 
 __all__ = ["MAX_SAMPLES", "SAMPLE_FRACTION", "Sample", "blas_threads_loaded", "input_length", "sample"]
@@ -255,11 +256,6 @@ def blas_threads_loaded() -> int:
         return 0
 
 
-def _free_threaded() -> bool:
-    probe = getattr(sys, "_is_gil_enabled", None)
-    return bool(probe is not None and not probe())
-
-
 @dataclass
 class _Measured:
     items: list[Any] = field(default_factory=list)
@@ -423,7 +419,7 @@ def _batch_serialize_seconds(
 
 def _probe_informative(func: Callable[[Any], Any], measured: _Measured, mean: float) -> bool:
     """Whether the two-thread probe could change the plan (see :data:`PROBE_SKIP_CPU_SHARE`)."""
-    if _free_threaded() or mean <= 0 or _pickled(func)[1] is None:
+    if free_threaded() or mean <= 0 or _pickled(func)[1] is None:
         return True
     if sum(measured.cpu_times) < PROBE_SKIP_CPU_SHARE * sum(measured.durations):
         return True  # waiting work: how far it overlaps decides how many threads
@@ -631,8 +627,11 @@ def sample(
 
     memory = PeakMemory()
     memory.start()
-    measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock)
+    canary = GilCanary() if probe_threads is not False else None
+    with canary if canary is not None else contextlib.nullcontext():
+        measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock)
     n_serial = len(measured.items)
+    gil_held = canary.held_fraction if canary is not None else None
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
     probe_threads_used = 2
@@ -643,7 +642,12 @@ def sample(
     probe_budget = PROBE_TARGET_SECONDS
     if total is not None:
         probe_budget = min(probe_budget, PROBE_FRACTION * mean * (total - n_serial) / 3)
-    if probe_threads is None:
+    # Computing work the canary has read needs no probe, unless it uses BLAS (the capped time per
+    # item is measured on threads); waiting work is probed wide (how far it overlaps).
+    canary_read = gil_held is not None and n_serial > 0 and not _waiting(measured)
+    if canary_read and _blas_cap(measured) is None:
+        probe_threads = False
+    elif probe_threads is None:
         probe_threads = n_serial > 0 and _probe_informative(func, measured, mean)
     if (
         probe_threads
@@ -658,6 +662,10 @@ def sample(
         if probed is not None:
             thread_speedup, probe_threads_used, capped_duration, capped_blas = probed
         n_serial = len(measured.durations)
+    if canary_read and gil_held is not None:  # the canary's reading as a two-thread speedup (Amdahl)
+        thread_speedup, probe_threads_used = 2.0 / (1.0 + gil_held), 2
+    else:
+        gil_held = None
     peak = memory.stop()
 
     warnings: list[str] = []
@@ -711,10 +719,11 @@ def sample(
         thread_speedup=thread_speedup,
         pickle_method=method,
         blas_threads=blas_threads_loaded(),
-        free_threaded=_free_threaded(),
+        free_threaded=free_threaded(),
         probe_threads=probe_threads_used,
         capped_duration=capped_duration,
         capped_blas_threads=capped_blas,
+        gil_held=gil_held,
     )
     return Sample(
         profile=profile,

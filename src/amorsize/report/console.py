@@ -51,7 +51,9 @@ def _measured_rows(diagnostics: Diagnostics) -> list[tuple[str, str]]:
         kind = "multi-threaded computing"
     else:
         kind = "computing"
-    if p.thread_speedup is None:
+    if p.gil_held is not None:
+        gil = f"held {p.gil_held:.0%} of the time (canary thread)"
+    elif p.thread_speedup is None:
         gil = "not probed"
     else:
         holds = "releases the GIL or waits" if p.releases_gil else "holds the GIL"

@@ -63,6 +63,7 @@ def profile_dict(profile: Profile, sampling_seconds: float | None = None) -> dic
         "cpu_ratio": finite(profile.cpu_ratio, 3),
         "thread_speedup": finite(profile.thread_speedup, 3),
         "probe_threads": profile.probe_threads,
+        "gil_held": finite(profile.gil_held, 3),
         "input_bytes": finite(profile.mean_input_bytes),
         "output_bytes": finite(profile.mean_output_bytes),
         "serialize_seconds": finite(profile.mean_serialize_seconds),

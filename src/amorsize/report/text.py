@@ -40,7 +40,9 @@ def explain(result: OptimizationResult | StreamingOptimizationResult, diagnostic
     profile = diagnostics.profile
     plan = diagnostics.plan
     probe = "not probed"
-    if profile.thread_speedup is not None:
+    if profile.gil_held is not None:
+        probe = f"GIL held {profile.gil_held:.0%} of the time"
+    elif profile.thread_speedup is not None:
         probe = f"{profile.thread_speedup:.2f}x on {profile.probe_threads} threads"
     lines = [
         "Amorsize analysis",

@@ -1,0 +1,75 @@
+"""The GIL canary: a thread that reads how late it wakes while the calling thread works."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+
+import pytest
+
+from amorsize.measure import gil
+from amorsize.measure.gil import GilCanary
+
+pytestmark = pytest.mark.skipif(gil.free_threaded(), reason="no GIL to measure on a free-threaded build")
+
+PAYLOAD = b"x" * 4_000_000
+
+
+def held_while(work: object, seconds: float = 0.05) -> GilCanary:
+    with GilCanary() as canary:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            work()  # type: ignore[operator]
+    return canary
+
+
+def pure_python() -> int:
+    total = 0
+    for i in range(20_000):
+        total += i
+    return total
+
+
+def hashing() -> bytes:
+    return hashlib.sha256(PAYLOAD).digest()
+
+
+def sleeping() -> None:
+    time.sleep(0.002)
+
+
+class TestReadings:
+    # Another process on a 2-core machine can delay the canary, which reads as "held": best of three.
+    def test_pure_python_holds_the_gil(self) -> None:
+        readings = [held_while(pure_python).held_fraction for _ in range(3)]
+        assert max(r or 0.0 for r in readings) > 0.7, readings
+
+    def test_hashing_releases_it(self) -> None:
+        readings = [held_while(hashing).held_fraction for _ in range(3)]
+        assert min(r if r is not None else 1.0 for r in readings) < 0.3, readings
+
+    def test_sleeping_releases_it(self) -> None:
+        readings = [held_while(sleeping).held_fraction for _ in range(3)]
+        assert min(r if r is not None else 1.0 for r in readings) < 0.3, readings
+
+
+class TestContract:
+    def test_switch_interval_is_restored(self) -> None:
+        before = sys.getswitchinterval()
+        with GilCanary():
+            assert sys.getswitchinterval() == gil.SWITCH_INTERVAL
+        assert sys.getswitchinterval() == before
+
+    def test_too_short_a_window_gives_no_reading(self) -> None:
+        with GilCanary() as canary:
+            pass
+        assert canary.held_fraction is None
+        assert canary.n_samples < gil.MIN_SAMPLES
+
+    def test_the_thread_is_gone_afterwards(self) -> None:
+        import threading
+
+        canary = held_while(hashing, 0.01)
+        assert canary.n_samples >= 0
+        assert not any(t.name == "amorsize-gil-canary" for t in threading.enumerate())
