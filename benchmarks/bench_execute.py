@@ -9,6 +9,7 @@ Run by hand (not in the test suite)::
 Every contender runs in this process, one after another, so the figures of one run compare as
 ratios. ``execute`` is timed *cold* (its pools shut down before each timing, so it pays its dry
 run, planning and worker start-up like ``Pool`` pays its start-up) and *warm* (pools reused).
+Every timing starts after a short pause, so the previous contender's workers have exited.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ def cases(quick: bool) -> list[Case]:
     ]
 
 
+#: Pause before each timing (not timed): workers that the previous contender shut down finish
+#: exiting — their interpreters' teardown took 20–50 ms of the next run's 1 s on 2 cores.
+SETTLE_SECONDS = 0.2
+
+
 def time_it(run: Callable[[], Any]) -> float:
     start = time.perf_counter()
     run()
@@ -89,6 +95,12 @@ def contenders(case: Case) -> dict[str, Callable[[], Any]]:
         "Pool.map chunksize=1": lambda: _pool_map(func, data, 1),
         "joblib n_jobs=-1": lambda: Parallel(n_jobs=-1)(delayed(func)(x) for x in data),
     }
+
+
+def _shutdown_loky() -> None:
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
 
 
 def _pool_map(func: Callable[[Any], Any], data: Iterable[Any], chunksize: int | None) -> list[Any]:
@@ -127,6 +139,9 @@ def main() -> None:
             for name, run in runs.items():
                 if name == "execute (cold)":
                     shutdown_pools()  # outside the timing: joining the old workers is not this run's cost
+                if name == "joblib n_jobs=-1":
+                    _shutdown_loky()  # cold like the others (its idle workers slowed the next cold run)
+                time.sleep(SETTLE_SECONDS)
                 times[name].append(time_it(run))
         serial = statistics.median(times["serial"])
         cells = []

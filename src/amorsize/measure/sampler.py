@@ -2,8 +2,9 @@
 
 ::
 
-    data ──iter──► [serial phase: item by item, timed]──► [thread probe: 2 threads at once]──► rest
-                       │ wall, CPU, pickled sizes                │ speedup of 2 threads vs 1
+    data ──iter──► [serial phase: item by item, timed]──► [thread probe, when needed]──► rest
+                       │ wall, CPU, pickled sizes;               │ waiting work: 16 threads;
+                       │ a GIL canary thread alongside           │ BLAS: 2 threads, capped
                        ▼                                         ▼
                     Profile  +  results of every sampled item (reused by execute: never run twice)
 
@@ -18,8 +19,10 @@ Rules the dry run keeps:
 - **Sampling adapts.** At least one item; up to ``sample_size`` while cheap; more (up to
   :data:`MAX_SAMPLES`) when items are very fast or durations vary; and it stops early when the items
   are heavy, so the serial dry run costs about :data:`SAMPLE_FRACTION` of the estimated serial time.
-- **GIL release is measured, not guessed.** A few further items run on two threads at once; their
-  combined wall time against the serial estimate gives :attr:`Profile.thread_speedup`.
+- **GIL release is measured, not guessed.** A canary thread (:mod:`amorsize.measure.gil`) reads
+  how much of the serial phase's time the items held the GIL (:attr:`Profile.gil_held`). When the
+  serial phase was too short for it, a few further items run on two threads at once; their combined
+  wall time against the serial estimate gives :attr:`Profile.thread_speedup`.
 - **Waiting work is sampled against its parallel run.** Items whose CPU time is under half their
   wall time will overlap on many threads, so the serial phase gets :data:`WAIT_OVERLAP` times less
   budget (often one item) and the probe runs :data:`WAIT_PROBE_THREADS` threads at once.
@@ -589,10 +592,12 @@ def sample(
         data: any iterable; iterators and generators are consumed only as far as sampled.
         sample_size: items to sample serially when they are cheap (more when fast or varied,
             fewer when heavy; see the module docstring).
-        probe_threads: run the two-thread GIL probe on further items when affordable: True always,
-            False never, None (default) only when its answer can change the plan — not for CPU-bound
-            items that are cheap to ship, where processes do at least as well as threads could
-            (see :func:`_probe_informative`).
+        probe_threads: measure how the items run on threads — the GIL canary during the serial
+            phase, then, where that is not enough (waiting or BLAS work, or too short a phase), a
+            thread probe on further items when affordable: True always, False never, None
+            (default) the canary always and the probe only when its answer can change the plan —
+            not for CPU-bound items that are cheap to ship, where processes do at least as well as
+            threads could (see :func:`_probe_informative`).
         clock: wall clock (seconds); cpu_clock: process CPU clock (seconds). Tests pass fakes.
         max_probe_threads: most threads the probe runs at once (None: 2 for computing work,
             :data:`WAIT_PROBE_THREADS` for waiting work); ≥ 2.

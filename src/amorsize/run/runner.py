@@ -666,7 +666,8 @@ class Runner:
             for offset in range(n_done):
                 failed = failed_at.get(offset)
                 self._gate.record(task.start + offset, None if failed is None else failed.error)
-        self._outcome(task.start, task.items[:n_done], results, failures)
+        attempted = task.items if n_done == len(task.items) else task.items[:n_done]
+        self._outcome(task.start, attempted, results, failures)
         self._add_ready(task.start, results)
         if n_done < len(task.items):  # the chunk stopped early: its never-started items go again
             self._submit(task.start + n_done, list(task.items[n_done:]))
