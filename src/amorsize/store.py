@@ -41,11 +41,11 @@ import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import platformdirs
 
+from amorsize._closing import ClosingContext
 from amorsize.errors import ConfigurationError, StoreError
 
 __all__ = [
@@ -332,7 +332,7 @@ def _translated(path: Path) -> Iterator[None]:
 _LIVE_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
-class Store:
+class Store(ClosingContext):
     """The embedded SQLite store: namespaced JSON values and the run history.
 
     Thread-safe (one connection behind a lock) and fork-safe (a child process opens its own
@@ -501,17 +501,6 @@ class Store:
                 self._conn.close()
             self._conn = None
             self._closed = True
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- namespaced values -----------------------------------------------------------------
 

@@ -24,8 +24,8 @@ import os
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
-from types import TracebackType
 
+from amorsize._closing import ClosingContext
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError
 from amorsize.measure.machine import default_start_method
@@ -47,7 +47,7 @@ POOLED_KINDS: tuple[ExecutorKind, ...] = ("serial", "threads", "processes")
 _Key = tuple[str, int, "str | None", "int | None"]
 
 
-class PooledBackend:
+class PooledBackend(ClosingContext):
     """A lease on a cached backend: use it as the backend; ``close()`` gives it back to the cache.
 
     Attributes:
@@ -80,17 +80,6 @@ class PooledBackend:
         if not self._returned:
             self._returned = True
             self._cache.give_back(self._key, self.backend)
-
-    def __enter__(self) -> PooledBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PooledBackend({self.backend!r}, returned={self._returned})"

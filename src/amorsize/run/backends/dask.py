@@ -61,11 +61,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from amorsize._closing import ClosingContext
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError, ItemTimeoutError, MissingExtraError, WorkerDiedError
 from amorsize.run import _worker
@@ -450,7 +451,7 @@ class _Shipped:
     key: str
 
 
-class DaskBackend:
+class DaskBackend(ClosingContext):
     """Runs chunks as tasks on a Dask cluster; see the module docstring for the contract on Dask.
 
     Example (a throw-away cluster on this machine)::
@@ -591,17 +592,6 @@ class DaskBackend:
         if self._owns_client:
             with contextlib.suppress(Exception):
                 self._client.close()
-
-    def __enter__(self) -> DaskBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         address = getattr(getattr(self._client, "scheduler", None), "address", "?")

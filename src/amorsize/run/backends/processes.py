@@ -79,11 +79,11 @@ from concurrent.futures import CancelledError, Future
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from types import TracebackType
 from typing import Any
 
 import cloudpickle
 
+from amorsize._closing import ClosingContext
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError, ItemTimeoutError, WorkerDiedError
 from amorsize.run import _worker
@@ -1020,7 +1020,7 @@ def _stop_processes(procs: list[BaseProcess]) -> None:
         proc.close()
 
 
-class ProcessBackend:
+class ProcessBackend(ClosingContext):
     """Runs chunks in ``n_workers`` worker processes; survives worker deaths and item timeouts.
 
     Workers start in the constructor (call :meth:`wait_ready` to wait for them) and are replaced as
@@ -1129,17 +1129,6 @@ class ProcessBackend:
         """
         self._finalizer.cancel()
         self._pool.close()
-
-    def __enter__(self) -> ProcessBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

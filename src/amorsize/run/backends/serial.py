@@ -26,9 +26,9 @@ import itertools
 import time
 import traceback
 from concurrent.futures import Future
-from types import TracebackType
 from typing import Any
 
+from amorsize._closing import ClosingContext
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ItemTimeoutError
 from amorsize.run.backend import ChunkOutcome, ChunkTask, ItemFailure
@@ -49,7 +49,7 @@ def format_failure(index: int, error: BaseException) -> ItemFailure:
     return ItemFailure(index=index, error=error, traceback="".join(traceback.format_exception(error)))
 
 
-class SerialBackend:
+class SerialBackend(ClosingContext):
     """Runs each chunk inline in ``submit`` and returns an already-completed future.
 
     Attributes:
@@ -97,17 +97,6 @@ class SerialBackend:
     def close(self) -> None:
         """Refuse further chunks (their futures come back cancelled). Idempotent."""
         self._closed = True
-
-    def __enter__(self) -> SerialBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"SerialBackend(closed={self._closed})"

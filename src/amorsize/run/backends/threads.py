@@ -27,9 +27,9 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import CancelledError, Future
-from types import TracebackType
 from typing import Any
 
+from amorsize._closing import ClosingContext
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError, ItemTimeoutError
 from amorsize.run.backend import ChunkOutcome, ChunkTask, ItemFailure
@@ -88,7 +88,7 @@ class _Worker:
         self.thread: threading.Thread | None = None
 
 
-class ThreadBackend:
+class ThreadBackend(ClosingContext):
     """Runs chunks on ``n_workers`` daemon threads.
 
     Args:
@@ -185,17 +185,6 @@ class ThreadBackend:
         for thread in threads:
             if thread is not current:
                 thread.join(max(0.0, deadline - time.monotonic()))
-
-    def __enter__(self) -> ThreadBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ThreadBackend(n_workers={self._n_workers}, closed={self._closed})"
