@@ -794,3 +794,69 @@ class TestReport:
         assert runner.report.utilisation == 0.0
         assert runner.report.items_per_second == 0.0
         assert runner.report.measured_vs_predicted is None
+
+
+class TestDirectSerialPass:
+    """``batches()`` on an inline (serial) backend maps a known-length input in one pass."""
+
+    def test_one_pass_same_results_and_a_report(self) -> None:
+        from amorsize.run.backends.serial import SerialBackend
+
+        data = list(range(10_000))
+        runner = Runner(
+            SerialBackend(), double, iter(data[5:]), chunksize=7, n_items=9_995, start=5, precomputed=data[:5]
+        )
+        out = [x for batch in runner.batches() for x in batch]
+        assert out == [0, 1, 2, 3, 4] + [2 * x for x in data[5:]]
+        report = runner.report
+        assert report.status == "completed" and report.n_items == 10_000
+        assert report.n_chunks == 1 and report.chunks[0].size == 9_995 and report.chunks[0].start == 5
+        assert report.items_from_dry_run == 5
+
+    def test_an_error_names_its_item_and_nothing_after_it_runs(self) -> None:
+        from amorsize.run.backends.serial import SerialBackend
+
+        calls: list[int] = []
+
+        def fails_at_7(x: int) -> int:
+            calls.append(x)
+            if x == 7:
+                raise ValueError("seven")
+            return x
+
+        runner = Runner(SerialBackend(), fails_at_7, range(20), chunksize=3, n_items=20)
+        with pytest.raises(ItemError) as info:
+            list(runner.batches())
+        assert info.value.index == 7 and isinstance(info.value.__cause__, ValueError)
+        assert calls == list(range(8))
+        assert runner.report.status == "failed" and runner.report.n_failed == 1
+
+    def test_chunks_when_something_needs_them(self) -> None:
+        from amorsize.run.backends.serial import SerialBackend
+
+        # no declared length (a stream: stay lazy), hooks, or plain iteration (imap): chunks as before
+        for runner in (
+            Runner(SerialBackend(), double, iter(range(100)), chunksize=10, adaptive=False),
+            Runner(
+                SerialBackend(),
+                double,
+                range(100),
+                chunksize=10,
+                n_items=100,
+                adaptive=False,
+                hooks=[hooks_module.RunHooks()],
+            ),
+        ):
+            assert [x for b in runner.batches() for x in b] == [2 * x for x in range(100)]
+            assert runner.report.n_chunks == 10
+        iterated = Runner(SerialBackend(), double, range(100), chunksize=10, n_items=100, adaptive=False)
+        assert list(iterated) == [2 * x for x in range(100)]
+        assert iterated.report.n_chunks == 10
+
+    def test_a_closed_backend_is_not_bypassed(self) -> None:
+        from amorsize.run.backends.serial import SerialBackend
+
+        backend = SerialBackend()
+        backend.close()
+        with pytest.raises(ExecutionError, match="cancelled"):
+            list(Runner(backend, double, range(10), chunksize=5, n_items=10).batches())

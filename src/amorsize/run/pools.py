@@ -67,6 +67,11 @@ class PooledBackend(ClosingContext):
         """How many chunks can run at the same time."""
         return self.backend.n_workers
 
+    @property
+    def runs_inline(self) -> bool:
+        """The backend's ``runs_inline`` (see :class:`~amorsize.run.backends.serial.SerialBackend`)."""
+        return bool(getattr(self.backend, "runs_inline", False))
+
     def submit(self, task: ChunkTask) -> Future[ChunkOutcome]:
         """Queue one chunk on the backend (see :class:`~amorsize.run.backend.Backend`)."""
         return self.backend.submit(task)

@@ -75,6 +75,7 @@ from amorsize.errors import (
     WorkerDiedError,
 )
 from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask, FunctionRef, ItemFailure
+from amorsize.run.backends.serial import format_failure
 from amorsize.run.hooks import RunHooks, RunInfo
 from amorsize.run.report import ChunkRecord, RunReport, RunStatus
 
@@ -448,6 +449,12 @@ class Runner:
             if self._n_before:
                 first = self._start - self._n_before
                 self._add_ready(first, [self._pre[k] for k in range(first, self._start)], precomputed=True)
+            if count_batches and self._direct():
+                for buffer in (self._pop_ready(), self._run_direct()):
+                    if buffer:
+                        self._n_emitted += len(buffer)
+                        yield buffer
+                return
             while True:
                 self._fill()
                 buffer = self._pop_ready()
@@ -481,6 +488,63 @@ class Runner:
             if status in ("failed", "interrupted") or self._in_flight:
                 self._abort()
             self._finish(status, error, self._clock() - started_at)
+
+    def _direct(self) -> bool:
+        """Whether to map the rest of the input in one pass in this thread (see :meth:`_run_direct`).
+
+        Only for an inline backend (serial) and a known-length input whose results are all kept
+        (``batches()``, as ``execute`` uses it), and when nothing needs the run in chunks: no
+        hooks, gate, item timeout, outcome sink or results at later positions, failures raised.
+        """
+        return (
+            bool(getattr(self._backend, "runs_inline", False))
+            and self._n_items is not None
+            and not self._hooks
+            and self._gate is None
+            and self._item_timeout is None
+            and self._on_outcome is None
+            and self._on_error == "raise"
+            and not self._pre_keys
+        )
+
+    def _run_direct(self) -> list[Any]:
+        """Call the function on every remaining item, as one chunk without copying the items.
+
+        ``list.extend`` keeps the results made before an exception, so their count names the item
+        that raised, which is raised as under chunks (:func:`_error_for`).
+        """
+        func = self._func.func
+        start = self._position
+        results: list[Any] = []
+        failure: ItemFailure | None = None
+        started = time.perf_counter()
+        cpu_started = time.thread_time()
+        try:
+            results.extend(map(func, self._source))
+        except Exception as error:
+            failure = format_failure(start + len(results), error)
+        duration = time.perf_counter() - started
+        cpu = time.thread_time() - cpu_started
+        self._exhausted = True
+        n_done = len(results) + (failure is not None)
+        self._position = start + n_done
+        if n_done:
+            self._n_chunks += 1
+            self._busy += duration
+            self._cpu += cpu
+            record = ChunkRecord(
+                chunk_id=next(self._chunk_ids),
+                start=start,
+                size=n_done,
+                duration=duration,
+                cpu_time=cpu,
+                worker="serial",
+                n_failed=int(failure is not None),
+            )
+            self._records.append(record)
+        if failure is not None:
+            self._outcome(failure.index, (), (self._placeholder,), (failure,))  # raises
+        return results
 
     def _fill(self) -> None:
         """Submit chunks (and take precomputed results) until the window is full or the input ends.
