@@ -61,6 +61,16 @@ class TestContract:
             assert sys.getswitchinterval() == gil.SWITCH_INTERVAL
         assert sys.getswitchinterval() == before
 
+    def test_overlapping_canaries_restore_the_callers_interval(self) -> None:
+        before = sys.getswitchinterval()
+        first, second = GilCanary(), GilCanary()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)  # the first one out must not restore yet
+        assert sys.getswitchinterval() == gil.SWITCH_INTERVAL
+        second.__exit__(None, None, None)
+        assert sys.getswitchinterval() == before
+
     def test_too_short_a_window_gives_no_reading(self) -> None:
         with GilCanary() as canary:
             pass

@@ -62,15 +62,13 @@ class GilCanary:
         self._stop = threading.Event()
         self._lateness: list[float] = []
         self._thread: threading.Thread | None = None
-        self._interval = 0.0
         self.held_fraction: float | None = None
         self.n_samples = 0
 
     def __enter__(self) -> GilCanary:
         if free_threaded():
             return self
-        self._interval = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
+        _shorten_switch_interval()
         self._thread = threading.Thread(target=self._watch, name="amorsize-gil-canary", daemon=True)
         self._thread.start()
         return self
@@ -85,7 +83,7 @@ class GilCanary:
             return
         self._stop.set()
         self._thread.join()
-        sys.setswitchinterval(self._interval)
+        _restore_switch_interval()
         lateness = self._lateness[:-1]  # the last wake-up came after the items had stopped
         self.n_samples = len(lateness)
         if self.n_samples >= MIN_SAMPLES:
@@ -97,6 +95,30 @@ class GilCanary:
             started = clock()
             sleep(CANARY_SLEEP)
             lateness.append(clock() - started - CANARY_SLEEP)
+
+
+# Canaries may overlap (dry runs in several threads at once): the first sets the short switch
+# interval, the last puts the caller's back.
+_interval_lock = threading.Lock()
+_interval_users = 0
+_saved_interval = 0.0
+
+
+def _shorten_switch_interval() -> None:
+    global _interval_users, _saved_interval
+    with _interval_lock:
+        if _interval_users == 0:
+            _saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL)
+        _interval_users += 1
+
+
+def _restore_switch_interval() -> None:
+    global _interval_users
+    with _interval_lock:
+        _interval_users -= 1
+        if _interval_users == 0:
+            sys.setswitchinterval(_saved_interval)
 
 
 def free_threaded() -> bool:
