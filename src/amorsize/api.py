@@ -727,7 +727,8 @@ def execute(
         return_report: return ``(results, report)`` with the :class:`~amorsize.run.report.RunReport`.
         hooks: :class:`~amorsize.run.hooks.RunHooks` instances called as the run goes.
         start_method: multiprocessing start method for process workers.
-        blas_threads: BLAS/OpenMP threads per process worker (default: cores // workers).
+        blas_threads: BLAS/OpenMP threads per worker (default: cores // workers): in each worker
+            process, or for the whole process during a threaded run.
         retry: a :class:`~amorsize.resilience.retry.RetryPolicy`: each item is retried in its worker.
         circuit_breaker: a :class:`~amorsize.resilience.circuit.CircuitBreakerPolicy` (a breaker for
             this run) or a :class:`~amorsize.resilience.circuit.CircuitBreaker` (shared across runs),
