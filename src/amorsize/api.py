@@ -866,7 +866,11 @@ def execute_planned(
             report_sink=reports,
             batched=True,
         ):
-            results.extend(batch)
+            if len(batch) > len(results):  # keep the larger list: a 1M-item batch is not copied
+                batch[:0] = results  # (each batch is a fresh list the runner hands over)
+                results = batch
+            else:
+                results.extend(batch)
     report = reports[0]
     if verbose:
         print(report.summary(), file=sys.stderr)
