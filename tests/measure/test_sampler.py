@@ -176,6 +176,23 @@ class TestAdaptiveSampling:
         assert s.profile.durations == pytest.approx([1e-7 / sampler_module.FAST_BATCH] * s.profile.n_sampled)
         assert list(s.results) == [x * x for x in range(s.n_done)]
 
+    def test_a_preempted_batch_does_not_make_fast_items_look_slow(self) -> None:
+        class Preempted(FakeClock):
+            """0.1 µs per read, but one read 5 ms late (another process took the core)."""
+
+            def __call__(self) -> float:
+                self.reads = getattr(self, "reads", 0) + 1
+                if self.reads == 17:  # the end of a batch after the warm-up one
+                    self.now += 0.005
+                return super().__call__()
+
+        s = sample(square, range(100_000), sample_size=5, clock=Preempted(1e-7), probe_threads=False)
+        # without the cap the mean would be ~5 ms / 256 ≈ 20 µs per item, and 100k items "2 s"
+        assert s.profile.mean_duration < 1e-6
+        assert (
+            s.profile.max_duration <= sampler_module.BATCH_OUTLIER * 1e-7 / sampler_module.FAST_BATCH * 1.01
+        )
+
     def test_an_error_in_a_batch_names_its_item(self) -> None:
         def fails_at_100(x: int) -> int:
             if x == 100:
