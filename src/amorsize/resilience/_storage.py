@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
-
 from amorsize.errors import ConfigurationError, StoreError
+from amorsize.run._worker import dumps  # plain pickle, cloudpickle when that fails: as chunks ship
 from amorsize.store import DATABASE_NAME, Store, _can_check_owner, _check_private, default_store
 
 __all__ = [
@@ -184,18 +183,6 @@ def verify_private(store: Store) -> None:
     _check_dir(store.path.parent)
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``: plain pickle (protocol 5) first, cloudpickle (lambdas, local classes) when that fails.
-
-    Raises:
-        Exception: whatever cloudpickle raises when ``obj`` cannot be pickled at all.
-    """
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:
-        return cloudpickle.dumps(obj, protocol=5)  # type: ignore[no-any-return]
-
-
 def loads(blob: bytes, store: Store) -> Any:
     """Unpickle ``blob`` read from ``store``, after :func:`verify_private`.
 
@@ -220,10 +207,7 @@ def item_digest(item: Any) -> bytes:
     processes: such items read as changed on resume.
     """
     try:
-        blob = pickle.dumps(item, protocol=5)
+        blob = dumps(item)
     except Exception:
-        try:
-            blob = cloudpickle.dumps(item, protocol=5)
-        except Exception:
-            blob = f"{type(item).__module__}.{type(item).__qualname__}:{item!r}".encode()
+        blob = f"{type(item).__module__}.{type(item).__qualname__}:{item!r}".encode()
     return hashlib.blake2b(blob, digest_size=DIGEST_SIZE).digest()
