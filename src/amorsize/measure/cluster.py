@@ -25,7 +25,6 @@ always read live, as clusters scale.
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 from amorsize.core.types import Machine, MachineCosts
 from amorsize.errors import StoreError
+from amorsize.measure.machine import stored_figures
 from amorsize.store import Store, default_store
 
 __all__ = [
@@ -239,15 +239,8 @@ def _from_record(value: Any, scheduler_id: str) -> ClusterCosts | None:
         return None
     if value.get("version") != CLUSTER_CALIBRATION_VERSION or value.get("scheduler_id") != scheduler_id:
         return None
-    figures: dict[str, float] = {}
-    for name in ("task_latency", "task_overhead", "bandwidth"):
-        figure = value.get(name)
-        if isinstance(figure, bool) or not isinstance(figure, (int, float)):
-            return None
-        if not (math.isfinite(figure) and figure > 0):
-            return None
-        figures[name] = float(figure)
-    return ClusterCosts(**figures, source="stored")
+    figures = stored_figures(value, ("task_latency", "task_overhead", "bandwidth"))
+    return None if figures is None else ClusterCosts(**figures, source="stored")
 
 
 def _store_or_warn(store: Store | None) -> Store | None:

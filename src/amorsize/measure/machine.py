@@ -522,19 +522,33 @@ _COST_FIELDS = (
 )
 
 
-def _costs_from_store(value: Any) -> MachineCosts | None:
-    """The costs in a stored calibration record, or None when it is missing or malformed."""
+def stored_figures(value: Any, names: Sequence[str]) -> dict[str, float] | None:
+    """The fields ``names`` of a stored record as floats, or None unless each is a finite number > 0.
+
+    Args:
+        value: what the store returned (None, or any JSON value when the record is malformed).
+        names: the fields to read.
+
+    Returns:
+        ``{name: value}``, or None when ``value`` is not a dict or a field is missing or invalid.
+    """
     if not isinstance(value, dict):
         return None
     figures: dict[str, float] = {}
-    for name in _COST_FIELDS:
+    for name in names:
         figure = value.get(name)
         if isinstance(figure, bool) or not isinstance(figure, (int, float)):
             return None
         if not (math.isfinite(figure) and figure > 0):
             return None
         figures[name] = float(figure)
-    return MachineCosts(**figures, source="measured")
+    return figures
+
+
+def _costs_from_store(value: Any) -> MachineCosts | None:
+    """The costs in a stored calibration record, or None when it is missing or malformed."""
+    figures = stored_figures(value, _COST_FIELDS)
+    return None if figures is None else MachineCosts(**figures, source="measured")
 
 
 class _ProbeCache:
