@@ -33,14 +33,7 @@ import psutil
 
 from amorsize import execute, optimize
 from amorsize.resilience.checkpoint import RunCheckpoint
-
-
-def busy(seconds: float) -> float:
-    """Spin the CPU (holding the GIL) for ``seconds``: a deterministic pure-Python work item."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-    return seconds
+from amorsize.workloads import busy
 
 
 def square(x: int) -> int:

@@ -39,14 +39,7 @@ from amorsize.run.backends.dask import DaskBackend
 from amorsize.run.backends.processes import ProcessBackend
 from amorsize.run.pools import shutdown_pools
 from amorsize.run.runner import Runner
-
-
-def busy(seconds: float) -> float:
-    """Spin the CPU (holding the GIL) for ``seconds``: a deterministic pure-Python work item."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-    return seconds
+from amorsize.workloads import busy
 
 
 def noop(x: Any) -> Any:

@@ -30,6 +30,14 @@ def spin(n: int) -> int:
     return total
 
 
+def busy(seconds: float) -> float:
+    """Spin the CPU (holding the GIL) for ``seconds``: pure-Python work of an exact duration."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds
+
+
 def wait(seconds: float) -> float:
     """Waiting work (a stand-in for network or disk I/O): threads, many of them."""
     time.sleep(seconds)
