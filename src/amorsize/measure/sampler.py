@@ -432,13 +432,15 @@ def _batch_serialize_seconds(
         return None
 
 
-def _probe_informative(func: Callable[[Any], Any], measured: _Measured, mean: float) -> bool:
+def _probe_informative(
+    func: Callable[[Any], Any], measured: _Measured, mean: float, blas_cap: int | None
+) -> bool:
     """Whether the two-thread probe could change the plan (see :data:`PROBE_SKIP_CPU_SHARE`)."""
     if free_threaded() or mean <= 0 or _pickled(func)[1] is None:
         return True
     if sum(measured.cpu_times) < PROBE_SKIP_CPU_SHARE * sum(measured.durations):
         return True  # waiting work: how far it overlaps decides how many threads
-    if _blas_cap(measured) is not None:
+    if blas_cap is not None:
         return True  # BLAS items: how fast they run with their threads capped decides the plan
     started = time.perf_counter()
     item_bytes, _ = _pickled(measured.items[0])
@@ -462,12 +464,13 @@ def _probe_informative(func: Callable[[Any], Any], measured: _Measured, mean: fl
 BLAS_CPU_RATIO = 1.2
 
 
-def _blas_cap(measured: _Measured) -> int | None:
+def _blas_cap(measured: _Measured, loaded_blas_threads: int) -> int | None:
     """The BLAS thread limit the probe's two threads run under, or None when the items are not BLAS-bound.
 
     Two threads get ``usable cores // 2`` BLAS threads each, as the runner gives a run's workers.
+    ``loaded_blas_threads``: :func:`blas_threads_loaded`, read once per dry run (~1 ms with NumPy).
     """
-    if sum(measured.cpu_times) < BLAS_CPU_RATIO * sum(measured.durations) or blas_threads_loaded() <= 1:
+    if sum(measured.cpu_times) < BLAS_CPU_RATIO * sum(measured.durations) or loaded_blas_threads <= 1:
         return None
     from amorsize.measure.machine import usable_cores
 
@@ -483,6 +486,7 @@ def _thread_probe(
     budget: float = PROBE_TARGET_SECONDS,
     *,
     max_threads: int | None = None,
+    blas_cap: int | None = None,
 ) -> tuple[float, int, float | None, int] | None:
     """Time items on several threads at once against their serial time; return (speedup, threads).
 
@@ -495,9 +499,9 @@ def _thread_probe(
     and up to :data:`WAIT_PROBE_THREADS` threads run about :data:`WAIT_PROBE_SECONDS` of items each;
     when they overlap well their per-item times join the measured samples.
 
-    BLAS-bound work (:func:`_blas_cap`): the threads run with BLAS/OpenMP capped, as a threaded run
-    would; the reference stays uncapped (as a serial run), and the threads' time per item is
-    returned as the capped duration.
+    BLAS-bound work (``blas_cap`` from :func:`_blas_cap`, None for waiting work): the threads run
+    with BLAS/OpenMP capped, as a threaded run would; the reference stays uncapped (as a serial run),
+    and the threads' time per item is returned as the capped duration.
 
     Every item run is appended to ``measured`` (the serial ones as timed samples).
 
@@ -507,7 +511,6 @@ def _thread_probe(
     """
     mean = statistics.fmean(measured.durations)
     waiting = _waiting(measured)
-    blas_cap = None if waiting else _blas_cap(measured)
     reference: list[float] = []
     if waiting:
         n_threads = (
@@ -661,11 +664,14 @@ def sample(
         probe_budget = min(probe_budget, PROBE_FRACTION * mean * (total - n_serial) / 3)
     # Computing work the canary has read needs no probe, unless it uses BLAS (the capped time per
     # item is measured on threads); waiting work is probed wide (how far it overlaps).
-    canary_read = gil_held is not None and n_serial > 0 and not _waiting(measured)
-    if canary_read and _blas_cap(measured) is None:
+    waiting = n_serial > 0 and _waiting(measured)
+    loaded_blas = blas_threads_loaded()
+    blas_cap = None if waiting or not n_serial else _blas_cap(measured, loaded_blas)
+    canary_read = gil_held is not None and n_serial > 0 and not waiting
+    if canary_read and blas_cap is None:
         probe_threads = False
     elif probe_threads is None:
-        probe_threads = n_serial > 0 and _probe_informative(func, measured, mean)
+        probe_threads = n_serial > 0 and _probe_informative(func, measured, mean, blas_cap)
     if (
         probe_threads
         and n_serial
@@ -674,7 +680,14 @@ def sample(
         and probe_budget >= mean
     ):
         probed = _thread_probe(
-            func, iterator, measured, clock, cpu_clock, probe_budget, max_threads=max_probe_threads
+            func,
+            iterator,
+            measured,
+            clock,
+            cpu_clock,
+            probe_budget,
+            max_threads=max_probe_threads,
+            blas_cap=blas_cap,
         )
         if probed is not None:
             thread_speedup, probe_threads_used, capped_duration, capped_blas = probed
@@ -735,7 +748,7 @@ def sample(
         total_items=total,
         thread_speedup=thread_speedup,
         pickle_method=method,
-        blas_threads=blas_threads_loaded(),
+        blas_threads=loaded_blas,
         free_threaded=free_threaded(),
         probe_threads=probe_threads_used,
         capped_duration=capped_duration,
