@@ -257,6 +257,36 @@ class TestExecute:
         assert len(fits) == 2  # more than CALIBRATION_REFRESH of the runs it used are new: refit
 
     @pytest.mark.timeout(60)
+    def test_a_new_process_reuses_the_correction_the_store_keeps(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from amorsize.api import CORRECTION_KEPT_FROM, CORRECTION_NAMESPACE, _calibrated
+        from amorsize.measure.machine import machine_key, probe_machine
+
+        fits: list[int] = []
+        real = amorsize.api.estimate_correction
+        monkeypatch.setattr(
+            amorsize.api, "estimate_correction", lambda rows: fits.append(len(rows)) or real(rows)
+        )
+        monkeypatch.setattr(amorsize.api, "_corrections", {})
+        machine = probe_machine()
+        key = machine_key(machine.start_method)
+        store = default_store()
+        store.delete(CORRECTION_NAMESPACE, key)  # kept by an earlier test
+        for _ in range(CORRECTION_KEPT_FROM + 5):
+            store.record_run({"executor": "serial", "machine": key})
+        first = _calibrated(machine)
+        assert len(fits) == 1
+        assert store.get(CORRECTION_NAMESPACE, key)["rows"] >= CORRECTION_KEPT_FROM + 5
+        monkeypatch.setattr(amorsize.api, "_corrections", {})  # as in a new process
+        assert _calibrated(machine) == first
+        assert len(fits) == 1  # read from the store, not fitted again
+        store.put(CORRECTION_NAMESPACE, key, {"last_run": 1, "rows": 5, "correction": {"terms": "?"}})
+        monkeypatch.setattr(amorsize.api, "_corrections", {})
+        assert _calibrated(machine) == first  # a damaged value is ignored: fitted again
+        assert len(fits) == 2
+
+    @pytest.mark.timeout(60)
     def test_forced_process_plan_caps_blas_threads(self) -> None:
         pytest.importorskip("numpy")
 

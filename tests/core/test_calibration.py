@@ -8,6 +8,7 @@ import random
 import statistics
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -275,3 +276,37 @@ def test_str_names_the_factors() -> None:
 
 def test_doctests() -> None:
     assert doctest.testmod(calibration, raise_on_error=False).failed == 0
+
+
+class TestKeepingACorrection:
+    def test_round_trip(self) -> None:
+        from amorsize.core.calibration import correction_from_json, correction_to_json
+
+        c = Correction(
+            {("processes", "startup"): 1.7, ("threads", "compute"): 0.9},
+            {("processes", "startup"): 12, ("threads", "compute"): 4},
+            16,
+        )
+        assert correction_from_json(correction_to_json(c)) == c
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            None,
+            [],
+            {"terms": []},
+            {"n_runs": -1, "terms": []},
+            {"n_runs": True, "terms": []},
+            {"n_runs": 3, "terms": [["processes", "startup", 1.2]]},
+            {"n_runs": 3, "terms": [["gpu", "startup", 1.2, 3]]},
+            {"n_runs": 3, "terms": [["processes", "imbalance", 1.2, 3]]},
+            {"n_runs": 3, "terms": [["processes", "startup", float("nan"), 3]]},
+            {"n_runs": 3, "terms": [["processes", "startup", 0.0, 3]]},
+            {"n_runs": 3, "terms": [["processes", "startup", "1.2", 3]]},
+            {"n_runs": 3, "terms": [["processes", "startup", 1.2, -3]]},
+        ],
+    )
+    def test_anything_else_is_refused(self, value: object) -> None:
+        from amorsize.core.calibration import correction_from_json
+
+        assert correction_from_json(value) is None

@@ -150,9 +150,21 @@ class TestPickling:
         assert any("result" in w and "lock" in w.lower() for w in s.warnings)
 
     def test_sizes_are_measured(self) -> None:
-        s = sample(lambda x: b"x" * 10_000, [b"y" * 1000] * 5, probe_threads=False)
+        s = sample(lambda x: b"x" * 10_000, [bytes([i]) * 1000 for i in range(5)], probe_threads=False)
         assert 1000 <= s.profile.mean_input_bytes < 1200
         assert 10_000 <= s.profile.mean_output_bytes < 10_200
+
+    def test_sizes_are_shares_of_a_chunk(self) -> None:
+        # Sampled items are pickled as one list, as chunks are: 2-byte ints take 3 bytes each in a
+        # list's pickle, 6 when pickled alone (protocol header and stop code each time).
+        s = sample(abs, range(1000, 1100), probe_threads=False)
+        assert s.profile.mean_input_bytes <= 4
+        assert s.profile.pickle_method == "pickle"
+
+    def test_an_item_that_needs_cloudpickle_is_named(self) -> None:
+        s = sample(lambda x: 0, [1, 2, lambda: 3, 4], probe_threads=False)
+        assert s.profile.pickle_method == "cloudpickle"
+        assert s.profile.mean_input_bytes > 4  # each item pickled alone: sizes from the fallback
 
 
 class TestAdaptiveSampling:

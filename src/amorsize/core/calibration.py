@@ -61,6 +61,8 @@ __all__ = [
     "Observation",
     "apply_correction",
     "correct_prediction",
+    "correction_from_json",
+    "correction_to_json",
     "estimate_correction",
     "observe",
     "prediction_fields",
@@ -299,6 +301,59 @@ def estimate_correction(
     factors = {key: _shrunk_median(values, prior_runs, max_factor) for key, values in ratios.items()}
     evidence = {key: len(values) for key, values in ratios.items()}
     return Correction(factors=factors, evidence=evidence, n_runs=len(observations))
+
+
+def correction_to_json(correction: Correction) -> dict[str, Any]:
+    """``correction`` as JSON-ready data, for keeping it in the store (see :func:`correction_from_json`).
+
+    Example:
+        >>> c = Correction({("processes", "startup"): 1.5}, {("processes", "startup"): 9}, 9)
+        >>> correction_from_json(correction_to_json(c)) == c
+        True
+    """
+    return {
+        "n_runs": correction.n_runs,
+        "terms": [
+            [family, term, factor, correction.evidence.get((family, term), 0)]
+            for (family, term), factor in sorted(correction.factors.items())
+        ],
+    }
+
+
+def correction_from_json(value: Any) -> Correction | None:
+    """The correction :func:`correction_to_json` made; None for anything else (nothing is trusted).
+
+    Args:
+        value: decoded JSON, e.g. from ``Store.get``.
+
+    Returns:
+        The correction, or None when ``value`` is not one: unknown families or terms, factors that
+        are not finite positive numbers, counts that are not non-negative integers.
+    """
+    if not isinstance(value, dict) or not isinstance(value.get("terms"), list):
+        return None
+    n_runs = value.get("n_runs")
+    if not isinstance(n_runs, int) or not _count(n_runs):
+        return None
+    factors: dict[tuple[str, str], float] = {}
+    evidence: dict[tuple[str, str], int] = {}
+    for entry in value["terms"]:
+        if not (isinstance(entry, list) and len(entry) == 4):
+            return None
+        family, term, factor, runs = entry
+        if family not in FAMILIES or term not in (*COST_TERMS, "compute") or not _count(runs):
+            return None
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            return None
+        if not (math.isfinite(factor) and factor > 0):
+            return None
+        factors[(family, term)] = float(factor)
+        evidence[(family, term)] = runs
+    return Correction(factors=factors, evidence=evidence, n_runs=n_runs)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def apply_correction(machine: Machine, correction: Correction) -> Machine:

@@ -65,10 +65,10 @@ Example:
 from __future__ import annotations
 
 import math
-import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from amorsize.core.types import Candidate, ExecutorKind, Machine, Prediction, Profile
+from amorsize.core.types import Candidate, ExecutorKind, Machine, Prediction, Profile, pstdev
 from amorsize.errors import ConfigurationError
 
 __all__ = [
@@ -191,7 +191,7 @@ class Workload:
         durations = [_finite(x) for x in profile.durations]
         wall = sum(durations)
         mean = wall / len(durations) if durations else 0.0
-        cv = statistics.pstdev(durations) / mean if len(durations) >= 2 and mean > 0 else 0.0
+        cv = pstdev(durations) / mean if len(durations) >= 2 and mean > 0 else 0.0
         cpu_ratio = _finite(sum(_finite(x) for x in profile.cpu_times) / wall if wall > 0 else 1.0, 1.0)
         return cls(
             mean_duration=mean,
@@ -421,6 +421,10 @@ def _validate(candidate: Candidate, n_items: int, warm_workers: int) -> None:
         raise ConfigurationError(f"warm_workers must be >= 0 (got {warm_workers})")
 
 
+Parts = tuple[float, float, float, float, float]
+"""``(startup, dispatch, transfer, compute, imbalance)`` seconds of one prediction."""
+
+
 def predict_parts(
     workload: Workload,
     machine: Machine,
@@ -429,7 +433,7 @@ def predict_parts(
     chunksize: int,
     n_items: int,
     warm_workers: int = 0,
-) -> tuple[float, float, float, float, float]:
+) -> Parts:
     """The fast core of :func:`predict`, for searches: no validation, no :class:`Prediction` built.
 
     Args:
@@ -445,24 +449,47 @@ def predict_parts(
         ``(startup, dispatch, transfer, compute, imbalance)`` in seconds, each finite and ≥ 0 for
         finite inputs.
     """
+    return chunk_costs(workload, machine, executor, n_jobs, n_items, warm_workers)(chunksize)
+
+
+def chunk_costs(
+    workload: Workload,
+    machine: Machine,
+    executor: ExecutorKind,
+    n_jobs: int,
+    n_items: int,
+    warm_workers: int = 0,
+) -> Callable[[int], Parts]:
+    """:func:`predict_parts` as a function of the chunk size, for one executor and worker count.
+
+    What does not depend on the chunk size (start-up, transfer, an item's time in a worker, the
+    compute bound with every worker busy) is worked out once, so a search over chunk sizes pays only
+    for the rest (a planning call evaluates a few hundred chunk sizes).
+
+    Args:
+        workload: the workload summary.
+        machine: the machine.
+        executor: the executor kind.
+        n_jobs: workers (≥ 1).
+        n_items: items to run (≥ 0).
+        warm_workers: workers already running (≥ 0).
+
+    Returns:
+        A function from a chunk size (≥ 1) to ``(startup, dispatch, transfer, compute, imbalance)``.
+    """
     n = n_items
     d = workload.mean_duration
     if n <= 0:
-        return 0.0, 0.0, 0.0, 0.0, 0.0
+        return lambda chunksize: (0.0, 0.0, 0.0, 0.0, 0.0)
     if executor == "serial":
-        return 0.0, 0.0, 0.0, n * d, 0.0
+        return lambda chunksize: (0.0, 0.0, 0.0, n * d, 0.0)
 
     costs = machine.costs
-    is_process = executor in _PROCESS_KINDS
     cold = max(0, n_jobs - warm_workers)
-    chunks = -(-n // chunksize)
-    n_eff = min(n_jobs, chunks)
-
-    # startup, dispatch, transfer
-    if is_process:
+    if executor in _PROCESS_KINDS:
         waves = -(-cold // max(1, machine.usable_cores))
         startup = _finite(costs.process_startup) * waves
-        dispatch = chunks * _finite(costs.process_task_overhead)
+        per_chunk = _finite(costs.process_task_overhead)
         bandwidth = costs.pipe_bandwidth
         if not (bandwidth > 0):  # zero, negative or NaN: unknown
             bandwidth = FALLBACK_PIPE_BANDWIDTH
@@ -473,29 +500,39 @@ def predict_parts(
         transfer = n * per_item
     else:
         startup = _finite(costs.thread_startup) * cold
-        dispatch = chunks * _finite(costs.thread_task_overhead)
+        per_chunk = _finite(costs.thread_task_overhead)
         transfer = 0.0
-
-    compute = max(compute_bounds(workload, machine, executor, n_jobs, n_eff, n))
+    all_busy = min(n_jobs, n)
+    compute_all_busy = max(compute_bounds(workload, machine, executor, n_jobs, all_busy, n))
     d_w = item_wall_in_worker(workload, machine, executor, n_jobs)
+    stagger = min(1.0, workload.cv) * STAGGER
+    longest = (workload.max_duration - d) * (d_w / d) if d > 0 else 0.0
 
-    # imbalance: the end-of-run tail
-    imbalance = 0.0
-    if n_eff > 1 and d_w > 0:
-        chunk = chunksize * d_w
-        rounds = -(-chunks // n_jobs)
-        in_last_round = chunks - (rounds - 1) * n_jobs
-        last_chunk = (n - (chunks - 1) * chunksize) * d_w
-        # lockstep: the chunk schedule at mean durations, beyond what the binding resource allows
-        makespan = (rounds - 1) * chunk + (chunk if in_last_round >= 2 else last_chunk)
-        lockstep = max(0.0, makespan - compute)
-        shrink = max(TAIL_SHRINK, 1.0 / chunksize)  # a chunk shrinks to no less than one item
-        if rounds > 1:  # the runner can shrink only chunks not yet handed out
-            lockstep *= shrink
-        staggered = min(1.0, workload.cv) * STAGGER * (n_eff - 1) / n_eff * shrink * chunk
-        longest = (workload.max_duration - d) * (d_w / d)
-        imbalance = max(lockstep, staggered, longest)
-    return startup, dispatch, transfer, compute, imbalance
+    def parts(chunksize: int) -> Parts:
+        chunks = -(-n // chunksize)
+        n_eff = min(n_jobs, chunks)
+        if n_eff == all_busy:
+            compute = compute_all_busy
+        else:
+            compute = max(compute_bounds(workload, machine, executor, n_jobs, n_eff, n))
+        # imbalance: the end-of-run tail
+        imbalance = 0.0
+        if n_eff > 1 and d_w > 0:
+            chunk = chunksize * d_w
+            rounds = -(-chunks // n_jobs)
+            in_last_round = chunks - (rounds - 1) * n_jobs
+            last_chunk = (n - (chunks - 1) * chunksize) * d_w
+            # lockstep: the chunk schedule at mean durations, beyond what the binding resource allows
+            makespan = (rounds - 1) * chunk + (chunk if in_last_round >= 2 else last_chunk)
+            lockstep = max(0.0, makespan - compute)
+            shrink = max(TAIL_SHRINK, 1.0 / chunksize)  # a chunk shrinks to no less than one item
+            if rounds > 1:  # the runner can shrink only chunks not yet handed out
+                lockstep *= shrink
+            staggered = stagger * (n_eff - 1) / n_eff * shrink * chunk
+            imbalance = max(lockstep, staggered, longest)
+        return startup, chunks * per_chunk, transfer, compute, imbalance
+
+    return parts
 
 
 def predict_workload(

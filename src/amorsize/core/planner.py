@@ -45,6 +45,7 @@ from amorsize.core.model import (
     WORKER_BASE_MEMORY,
     Workload,
     blas_threads_per_worker,
+    chunk_costs,
     compute_bounds,
     item_wall_in_worker,
     memory_ceiling,
@@ -266,8 +267,9 @@ class _Search:
             item = item_wall_in_worker(w, machine, kind, n_jobs)
             sizes = _chunk_grid(n, n_jobs, item, w.cv, self.options.target_chunk_duration)
         evaluated: list[tuple[float, int, tuple[float, float, float, float, float]]] = []
+        costs = chunk_costs(w, machine, kind, n_jobs, n, warm)
         for size in sizes:
-            parts = predict_parts(w, machine, kind, n_jobs, size, n, warm)
+            parts = costs(size)
             evaluated.append((parts[0] + parts[1] + parts[2] + parts[3] + parts[4], size, parts))
         cheapest = min(e[0] for e in evaluated)
         # near-ties go to the largest chunk: fewer chunks are more robust to per-chunk costs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +32,23 @@ IO_BOUND_CPU_RATIO = 0.5
 
 def _mean(values: tuple[float, ...]) -> float:
     return statistics.fmean(values) if values else 0.0
+
+
+def pstdev(values: Sequence[float]) -> float:
+    """Population standard deviation in floats (``statistics.pstdev`` is exact and ~50× slower).
+
+    Args:
+        values: at least one finite number.
+
+    Returns:
+        The standard deviation, ≥ 0.
+
+    Example:
+        >>> pstdev([1.0, 3.0])
+        1.0
+    """
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ class Profile:
         mean = self.mean_duration
         if mean <= 0:
             return 0.0
-        return statistics.pstdev(self.durations) / mean
+        return pstdev(self.durations) / mean
 
     @property
     def is_heterogeneous(self) -> bool:

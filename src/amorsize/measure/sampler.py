@@ -46,7 +46,7 @@ from typing import Any
 
 import cloudpickle
 
-from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile
+from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import GilCanary, free_threaded
 from amorsize.measure.memory import PeakMemory
@@ -392,7 +392,7 @@ def _enough(
         return False
     if spent < MIN_SAMPLE_SECONDS:
         return False  # fast items: keep going until timer noise is negligible
-    varied = n >= 2 and mean > 0 and statistics.pstdev(durations) / mean > 0.5
+    varied = n >= 2 and mean > 0 and pstdev(durations) / mean > 0.5
     return not (varied and n < 4 * sample_size)
 
 
@@ -412,12 +412,14 @@ _SLOW_PIPE_BYTES_PER_SECOND = 500e6
 BATCH_PICKLE_BYTES = 16 * 2**20
 
 
-def _batch_serialize_seconds(
+def _list_pickles(
     items: Sequence[Any], results: Sequence[Any], clock: Callable[[], float]
-) -> float | None:
-    """Seconds per item to pickle and unpickle ``items`` and ``results`` as two lists (plain pickle).
+) -> tuple[int, int, float] | None:
+    """Pickle ``items`` and ``results`` as two lists (plain pickle), as the runner ships chunks.
 
-    None when they do not pickle that way (the per-item figures stand).
+    Returns:
+        The two pickles' sizes in bytes and the seconds per item to pickle and unpickle both; None
+        when they do not pickle that way or total more than :data:`BATCH_PICKLE_BYTES`.
     """
     if not items:
         return None
@@ -425,11 +427,61 @@ def _batch_serialize_seconds(
         start = clock()
         items_blob = pickle.dumps(list(items), protocol=5)
         results_blob = pickle.dumps(list(results), protocol=5)
+        if len(items_blob) + len(results_blob) > BATCH_PICKLE_BYTES:
+            return None
         pickle.loads(items_blob)
         pickle.loads(results_blob)
-        return (clock() - start) / len(items)
+        return len(items_blob), len(results_blob), (clock() - start) / len(items)
     except Exception:
         return None
+
+
+def _small_enough(measured: _Measured, n: int) -> bool:
+    """Whether ``n`` items and results like the first few pickle within :data:`BATCH_PICKLE_BYTES`."""
+    first = min(n, 4)
+    try:
+        size = sum(
+            len(pickle.dumps(x, protocol=5)) for x in (*measured.items[:first], *measured.results[:first])
+        )
+    except Exception:
+        return False
+    return size * n / first <= BATCH_PICKLE_BYTES
+
+
+def _item_pickles(
+    measured: _Measured, n_serial: int, method: str | None, clock: Callable[[], float], warnings: list[str]
+) -> tuple[list[int], list[int], list[float], str | None]:
+    """Pickle each sampled item and result alone: sizes, round-trip seconds, the method that worked.
+
+    ``method`` (the function's) is made worse by any item or result that needs cloudpickle or cannot
+    be pickled; each of those adds a warning to ``warnings``.
+    """
+    input_bytes: list[int] = []
+    output_bytes: list[int] = []
+    serialize: list[float] = []
+    for position in range(n_serial):
+        start = clock()
+        item_bytes, item_method = _pickled(measured.items[position])
+        result_bytes, result_method = _pickled(measured.results[position])
+        if item_bytes is not None:
+            pickle.loads(item_bytes)
+        if result_bytes is not None:
+            pickle.loads(result_bytes)
+        serialize.append(clock() - start)
+        input_bytes.append(len(item_bytes or b""))
+        output_bytes.append(len(result_bytes or b""))
+        if method is not None and (item_method is None or result_method is None):
+            what, value = (
+                ("an item", measured.items[position])
+                if item_method is None
+                else ("a result", measured.results[position])
+            )
+            warnings.append(
+                f"{what} of type {type(value).__name__} cannot be pickled, "
+                "so process workers were not considered"
+            )
+        method = _worse(method, _worse(item_method, result_method))
+    return input_bytes, output_bytes, serialize, method
 
 
 def _probe_informative(
@@ -453,8 +505,8 @@ def _probe_informative(
     size = len(item_bytes) + len(result_bytes)
     n = len(measured.durations)
     if n > 1 and size * n <= BATCH_PICKLE_BYTES:
-        batch = _batch_serialize_seconds(measured.items[:n], measured.results[:n], time.perf_counter)
-        per_item = per_item if batch is None else batch
+        batch = _list_pickles(measured.items[:n], measured.results[:n], time.perf_counter)
+        per_item = per_item if batch is None else batch[2]
     ship = per_item + size / _SLOW_PIPE_BYTES_PER_SECOND
     return ship >= PROBE_SKIP_SHIP_FRACTION * mean
 
@@ -707,36 +759,24 @@ def sample(
         )
     elif method == "cloudpickle":
         warnings.append(f"{_name(func)} pickles only with cloudpickle (a lambda or closure); that is fine")
-    input_bytes: list[int] = []
-    output_bytes: list[int] = []
-    serialize: list[float] = []
-    for position in range(n_serial):
-        start = clock()
-        item_bytes, item_method = _pickled(measured.items[position])
-        result_bytes, result_method = _pickled(measured.results[position])
-        if item_bytes is not None:
-            pickle.loads(item_bytes)
-        if result_bytes is not None:
-            pickle.loads(result_bytes)
-        serialize.append(clock() - start)
-        input_bytes.append(len(item_bytes or b""))
-        output_bytes.append(len(result_bytes or b""))
-        if method is not None and (item_method is None or result_method is None):
-            what, value = (
-                ("an item", measured.items[position])
-                if item_method is None
-                else ("a result", measured.results[position])
-            )
-            warnings.append(
-                f"{what} of type {type(value).__name__} cannot be pickled, "
-                "so process workers were not considered"
-            )
-        method = _worse(method, _worse(item_method, result_method))
+    listed = None
+    if method is not None and n_serial > 1 and _small_enough(measured, n_serial):
+        listed = _list_pickles(measured.items[:n_serial], measured.results[:n_serial], clock)
+    if listed is not None:
+        # every item and result pickles plainly: sizes are their shares of the two lists, as the
+        # runner ships them in chunks, and no item needs pickling alone
+        items_size, results_size, per_item = listed
+        input_bytes = [round(items_size / n_serial)] * n_serial
+        output_bytes = [round(results_size / n_serial)] * n_serial
+        serialize = [per_item] * n_serial
+    else:
+        pickles = _item_pickles(measured, n_serial, method, clock, warnings)
+        input_bytes, output_bytes, serialize, method = pickles
+        if method is not None and n_serial > 1 and sum(input_bytes) + sum(output_bytes) <= BATCH_PICKLE_BYTES:
+            batch = _list_pickles(measured.items[:n_serial], measured.results[:n_serial], clock)
+            if batch is not None:
+                serialize = [batch[2]] * n_serial  # the runner pickles chunks, not single items
     del func_bytes
-    if method is not None and n_serial > 1 and sum(input_bytes) + sum(output_bytes) <= BATCH_PICKLE_BYTES:
-        batch = _batch_serialize_seconds(measured.items[:n_serial], measured.results[:n_serial], clock)
-        if batch is not None:
-            serialize = [batch] * n_serial  # the runner pickles chunks, not single items
 
     profile = Profile(
         durations=tuple(measured.durations),
