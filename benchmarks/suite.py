@@ -15,8 +15,9 @@ For each workload (``suite_workloads.py``)::
                         far ──► the 3 fastest configurations (1 with --quick) are the oracle's finalists
     phase 1 rounds ── execute (cold: amorsize's pools shut down first; dry run and planning included),
       (`repeat`,        Pool() .map defaults (inside ``with``), joblib Parallel(n_jobs=-1) (cold: loky's
-       order rotated)   executor shut down), serial, and the finalists; oracle best = the lowest median
-                        of serial and the finalists
+       order rotated,   executor shut down), serial, and the finalists; oracle best = the lowest median
+       a 0.1 s pause    of serial and the finalists
+       before each)
     phase 2 rounds ── after all workloads: execute with the machine corrected from the history of every
                         phase-1 execute run (core.calibration), execute forced to the oracle's best plan
                         (the runner's own cost, apart from the planner's choice), and that plan again
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import math
 import multiprocessing
 import multiprocessing.pool
@@ -311,14 +313,31 @@ def _rounds(
     timers: dict[str, Callable[[Iterable[Any]], float]],
     repeat: int,
 ) -> dict[str, list[float]]:
-    """Time every entry of ``timers`` ``repeat`` times, the order rotated each round; fresh data each time."""
+    """Time every entry of ``timers`` ``repeat`` times, the order rotated each round; fresh data each time.
+
+    Each timing starts after :func:`_settle`, so none inherits the previous one's garbage or busy cores.
+    """
     names = list(timers)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeat):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(timers[name](make_data()))
+            data = make_data()
+            _settle()
+            times[name].append(timers[name](data))
     return times
+
+
+#: Pause before each timed run of the rounds. Without it a run inherited its predecessor's state: on
+#: 1M × x*x (~50 ms) the same code measured 0.052 s after joblib and 0.058 s after a thread pool
+#: (four runs each), and the serial loop the other way round — as large as the effect measured.
+SETTLE_SECONDS = 0.1
+
+
+def _settle() -> None:
+    """Collect garbage and pause (:data:`SETTLE_SECONDS`): every contender starts from the same state."""
+    gc.collect()
+    time.sleep(SETTLE_SECONDS)
 
 
 def run_workload(workload: Workload, repeat: int, quick: bool) -> WorkloadResult:
