@@ -590,6 +590,17 @@ def report(
     return lines, headline
 
 
+def round_times(results: list[WorkloadResult]) -> list[str]:
+    """Every timing of the rounds, in round order, so a median can be checked against its spread."""
+    lines = ["", "## Timings of the rounds (seconds, round by round; phase 2 after the bar)", ""]
+    for r in results:
+        cells = [f"{name} {' '.join(f'{t:.3f}' for t in times)}" for name, times in r.times.items()]
+        later = [f"{name} {' '.join(f'{t:.3f}' for t in times)}" for name, times in r.later.items()]
+        tail = " | " + " · ".join(later) if later else ""
+        lines.append(f"- **{r.workload.name}**: " + " · ".join(cells) + tail)
+    return lines
+
+
 def oracle_details(results: list[WorkloadResult]) -> list[str]:
     lines = ["", "## Oracle grids (seconds of the single grid run; › = stopped at the cutoff)", ""]
     for r in results:
@@ -655,7 +666,7 @@ def main(argv: list[str] | None = None) -> None:
         run_with_history(result, correction, repeat)
     header.append(f"- finished {datetime.datetime.now():%H:%M}, load average at the end: {_load()}")
     lines, headline = report(results, correction, loo, header)
-    lines += oracle_details(results)
+    lines += round_times(results) + oracle_details(results)
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text, encoding="utf-8")

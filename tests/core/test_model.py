@@ -283,8 +283,21 @@ class TestPredict:
         assert p.startup == pytest.approx(0.05)  # 4 workers boot in one wave on 4 cores
         assert p.dispatch == pytest.approx(40 * 100e-6)
         assert p.transfer == pytest.approx(1000 * (1e-4 + 500_000 / 500e6))
-        assert p.compute == pytest.approx(2.5)
+        # the cores also pickle and copy on both ends of the pipe: 10 s of items + 2 × 1.1 s on 4
+        assert p.compute == pytest.approx((10.0 + 2 * p.transfer) / 4)
         assert p.imbalance == pytest.approx(0.0)
+
+    def test_transfer_takes_core_time_only_from_local_processes(self) -> None:
+        light = make_profile(0.01)
+        heavy = make_profile(0.01, out_bytes=5_000_000, serialize=1e-3)
+        machine = make_machine(2)
+        for kind in ("threads", "dask"):
+            a = predict(light, machine, Candidate(kind, 2, 25), 1000)
+            b = predict(heavy, machine, Candidate(kind, 2, 25), 1000)
+            assert b.compute == pytest.approx(a.compute)
+        a = predict(light, machine, Candidate("processes", 2, 25), 1000)
+        b = predict(heavy, machine, Candidate("processes", 2, 25), 1000)
+        assert b.compute - b.transfer == pytest.approx(a.compute - a.transfer)  # 2 × transfer on 2 cores
 
     def test_workers_beyond_the_cores_boot_in_waves(self) -> None:
         p = predict(make_profile(), make_machine(2), Candidate("processes", 5, 1), 100)
@@ -331,7 +344,8 @@ class TestPredict:
             assert p.compute >= 800 * 0.4 / 8 - 1e-9
 
     def test_dask_is_modelled_as_processes(self) -> None:
-        profile, machine = make_profile(), make_machine()
+        # apart from the transfer's time on the cores: a Dask client is not one of its cluster's cores
+        profile, machine = make_profile(in_bytes=0, out_bytes=0, serialize=0.0), make_machine()
         dask = predict(profile, machine, Candidate("dask", 4, 10), 1000)
         processes = predict(profile, machine, Candidate("processes", 4, 10), 1000)
         assert dask.breakdown() == processes.breakdown()

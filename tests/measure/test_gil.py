@@ -54,6 +54,31 @@ class TestReadings:
         assert min(r if r is not None else 1.0 for r in readings) < 0.3, readings
 
 
+class TestHeldSince:
+    def test_a_pure_python_start_is_left_out(self) -> None:
+        # a first call that holds the GIL (an import, say), then calls that release it
+        readings = []
+        for _ in range(3):
+            with GilCanary() as canary:
+                end = time.perf_counter() + 0.03
+                while time.perf_counter() < end:
+                    pure_python()
+                since = time.perf_counter()
+                end = since + 0.05
+                while time.perf_counter() < end:
+                    hashing()
+            whole, after = canary.held_fraction, canary.held_since(since)
+            assert whole is not None and after is not None
+            readings.append((whole, after))
+        assert any(after < 0.3 and after < whole for whole, after in readings), readings
+
+    def test_none_while_running_or_with_too_few_wakeups(self) -> None:
+        with GilCanary() as canary:
+            time.sleep(0.01)
+            assert canary.held_since(0.0) is None  # still running
+        assert canary.held_since(time.perf_counter() + 1.0) is None  # no wake-up after that
+
+
 class TestContract:
     def test_switch_interval_is_restored(self) -> None:
         before = sys.getswitchinterval()

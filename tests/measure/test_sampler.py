@@ -39,6 +39,12 @@ class FakeClock:
         return self.now
 
 
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 class TestDataIsKept:
     def test_list_results_and_data(self) -> None:
         data = list(range(50))
@@ -306,6 +312,31 @@ class TestMeasurement:
         assert all(p.cpu_ratio > 0.7 for p in profiles)
         speedups = [p.thread_speedup or 0.0 for p in profiles]
         assert max(speedups) > 1.3, speedups  # pure Python reads ≤ 1.1 (test above)
+
+
+class TestWarmup:
+    def test_a_slow_first_call_is_left_out_of_the_estimate(self) -> None:
+        calls: list[int] = []
+
+        def lazy(x: int) -> int:  # one-time work on the first call, as an import inside it
+            spin(0.06 if not calls else 0.002)
+            calls.append(x)
+            return x
+
+        s = sample(lazy, range(200), probe_threads=False)
+        assert len(calls) == len(s.results) >= 5  # every sampled item still ran once
+        assert s.profile.mean_duration < 0.006  # not (60 + 4 × 2) / 5 = 13.6 ms
+        assert any("first call took" in w for w in s.warnings)
+
+    def test_a_first_item_like_the_others_counts(self) -> None:
+        sizes = [0.006, 0.003, 0.002, 0.004, 0.002, 0.003]  # the first is 1.5 × the slowest after it
+        s = sample(spin, sizes, probe_threads=False)
+        assert s.profile.durations[0] >= 0.005
+        assert not any("first call" in w for w in s.warnings)
+
+    def test_too_few_items_to_tell(self) -> None:
+        s = sample(spin, [0.03, 0.002, 0.002], probe_threads=False)
+        assert s.profile.durations[0] >= 0.03
 
 
 class TestBlasProbe:

@@ -678,7 +678,10 @@ def _executor_reason(
         }[result.bound_by]
     else:
         chunks = -(-n // cand.chunksize)
-        workers, cpu, serialised = compute_bounds(w, machine, kind, cand.n_jobs, min(cand.n_jobs, chunks), n)
+        on_cores = prediction.transfer if kind == "processes" else 0.0
+        workers, cpu, serialised = compute_bounds(
+            w, machine, kind, cand.n_jobs, min(cand.n_jobs, chunks), n, on_cores
+        )
         if serialised >= max(workers, cpu):
             limit = (
                 f"more threads would not help: {min(1.0, w.serial_fraction):.0%} of each item is serialised"

@@ -61,6 +61,7 @@ class GilCanary:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._lateness: list[float] = []
+        self._woke: list[float] = []
         self._thread: threading.Thread | None = None
         self.held_fraction: float | None = None
         self.n_samples = 0
@@ -84,17 +85,33 @@ class GilCanary:
         self._stop.set()
         self._thread.join()
         _restore_switch_interval()
-        lateness = self._lateness[:-1]  # the last wake-up came after the items had stopped
-        self.n_samples = len(lateness)
-        if self.n_samples >= MIN_SAMPLES:
-            self.held_fraction = sum(1 for late in lateness if late > HELD_LATENESS) / self.n_samples
+        self.n_samples = len(self._lateness[:-1])
+        self.held_fraction = self.held_since(-float("inf"))
+
+    def held_since(self, since: float) -> float | None:
+        """The held share over the wake-ups after ``since`` (a ``time.perf_counter()`` reading).
+
+        For leaving out a first call that was mostly one-time start-up (an import holds the GIL).
+        None while the canary runs, or with fewer than :data:`MIN_SAMPLES` wake-ups after ``since``.
+        """
+        if self._thread is None or self._thread.is_alive():
+            return None
+        # the last wake-up came after the items had stopped
+        wakes = zip(self._lateness[:-1], self._woke[:-1], strict=True)
+        lateness = [late for late, woke in wakes if woke >= since]
+        if len(lateness) < MIN_SAMPLES:
+            return None
+        return sum(1 for late in lateness if late > HELD_LATENESS) / len(lateness)
 
     def _watch(self) -> None:
-        clock, sleep, lateness, stop = time.perf_counter, time.sleep, self._lateness, self._stop
+        clock, sleep, stop = time.perf_counter, time.sleep, self._stop
+        lateness, woke = self._lateness, self._woke
         while not stop.is_set():
             started = clock()
             sleep(CANARY_SLEEP)
-            lateness.append(clock() - started - CANARY_SLEEP)
+            now = clock()
+            woke.append(now)
+            lateness.append(now - started - CANARY_SLEEP)
 
 
 # Canaries may overlap (dry runs in several threads at once): the first sets the short switch

@@ -266,6 +266,7 @@ class _Measured:
     results: list[Any] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)
+    first_done_at: float = 0.0  # time.perf_counter() when the first item returned
 
 
 def _call(func: Callable[[Any], Any], item: Any, index: int, measured: _Measured) -> Any:
@@ -288,6 +289,8 @@ def _serial_phase(
     index = 0
     for index, item in enumerate(iterator):
         spent += _timed_call(func, item, index, measured, clock, cpu_clock)
+        if index == 0:
+            measured.first_done_at = time.perf_counter()
         if _enough(measured.durations, spent, sample_size, total_items, _waiting(measured)):
             return measured
         if index + 1 >= sample_size and statistics.median(measured.durations) < FAST_ITEM_SECONDS:
@@ -343,6 +346,45 @@ def _waiting(measured: _Measured) -> bool:
     return sum(measured.cpu_times) < IO_BOUND_CPU_RATIO * wall
 
 
+#: A first call this many times slower than the slowest of the next ones (at least
+#: :data:`WARMUP_AFTER` of them) did one-time work: imports, caches, a BLAS thread pool starting.
+#: NumPy matmul items imported inside the function: the first 64 ms, the next five 0.8–1.1 ms, and
+#: 1M items were predicted 12× too slow.
+WARMUP_FACTOR = 4.0
+WARMUP_AFTER = 4
+#: Shorter first calls are not judged (the clock and the first batch of fast items handle those).
+WARMUP_MIN_SECONDS = 1e-3
+
+
+def _looks_like_warmup(durations: Sequence[float]) -> bool:
+    """Whether the first call was :data:`WARMUP_FACTOR` × slower than every later one so far."""
+    return (
+        len(durations) >= 2
+        and durations[0] >= WARMUP_MIN_SECONDS
+        and durations[0] > WARMUP_FACTOR * max(durations[1:])
+    )
+
+
+def _discount_warmup(measured: _Measured) -> float | None:
+    """Give a first call that did one-time work the mean of the others; return its duration.
+
+    Returns:
+        The first call's measured seconds when it was discounted (see :data:`WARMUP_FACTOR`), else None.
+    """
+    durations = measured.durations
+    if len(durations) < 1 + WARMUP_AFTER or not _looks_like_warmup(durations):
+        return None
+    first = durations[0]
+    rest = len(durations) - 1
+    durations[0] = math.fsum(durations[1:]) / rest
+    measured.cpu_times[0] = math.fsum(measured.cpu_times[1:]) / rest
+    return first
+
+
+def _fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.1f} ms"
+
+
 def _timed_call(
     func: Callable[[Any], Any],
     item: Any,
@@ -381,6 +423,10 @@ def _enough(
     n = len(durations)
     if n >= MAX_SAMPLES or (total_items is not None and n >= total_items):
         return True
+    if _looks_like_warmup(durations):  # budget by the calls after it (see _discount_warmup)
+        spent -= durations[0]
+        durations = durations[1:]
+        n -= 1
     mean = spent / n
     estimated_total = mean * total_items if total_items is not None else math.inf
     budget = min(MAX_SAMPLE_SECONDS, max(MIN_SAMPLE_SECONDS, SAMPLE_FRACTION * estimated_total))
@@ -697,6 +743,7 @@ def sample(
     total = input_length(data)
     is_iterator = iterator is data
 
+    warnings: list[str] = []
     memory = PeakMemory()
     memory.start()
     canary = GilCanary() if probe_threads is not False else None
@@ -704,6 +751,15 @@ def sample(
         measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock)
     n_serial = len(measured.items)
     gil_held = canary.held_fraction if canary is not None else None
+    warmup = _discount_warmup(measured)
+    if warmup is not None:
+        if canary is not None:  # an import holds the GIL: read the calls after the first one
+            gil_held = canary.held_since(measured.first_done_at)
+        warnings.append(
+            f"the first call took {_fmt_ms(warmup)}, {warmup / measured.durations[0]:.0f}× the next ones "
+            "(one-time work: imports, caches, a thread pool starting); the estimate leaves it out, but "
+            "each new worker process may pay it again"
+        )
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
     probe_threads_used = 2
@@ -750,7 +806,6 @@ def sample(
         gil_held = None
     peak = memory.stop()
 
-    warnings: list[str] = []
     func_bytes, method = _pickled(func)
     if method is None:
         warnings.append(
