@@ -26,6 +26,7 @@ from amorsize import (
     optimize_streaming,
     process_in_batches,
 )
+from amorsize.measure.sampler import SPREAD_POINTS
 from amorsize.store import default_store
 
 
@@ -47,15 +48,29 @@ class CallLog:
         self.path = path
 
     def __call__(self, x: int) -> int:
+        self.log(x)
+        return spin(20_000) * 0 + x * 2
+
+    def log(self, x: int) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, f"{x}\n".encode())
         finally:
             os.close(fd)
-        return spin(20_000) * 0 + x * 2
 
     def calls(self) -> list[int]:
         return [int(line) for line in self.path.read_text().split()]
+
+
+class TailLog(CallLog):
+    """A :class:`CallLog` whose items get ~20× heavier from position 1800 on (an input sorted by size)."""
+
+    def __call__(self, x: int) -> int:
+        self.log(x)
+        end = time.perf_counter() + (0.001 if x >= 1800 else 0.00005)
+        while time.perf_counter() < end:
+            pass
+        return x * 2
 
 
 class TestOptimize:
@@ -138,6 +153,24 @@ class TestExecute:
         results = execute(log, data, executor=executor)
         assert results == [2 * x for x in range(300)]
         assert sorted(log.calls()) == list(range(300))
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("executor", [None, "serial", "processes"])
+    def test_items_sampled_further_along_run_once(self, tmp_path: Path, executor: str | None) -> None:
+        log = TailLog(tmp_path / "calls.txt")
+        results, report = execute(log, list(range(2000)), executor=executor, return_report=True)
+        assert results == [2 * x for x in range(2000)]
+        assert sorted(log.calls()) == list(range(2000))
+        assert report.items_from_dry_run > SPREAD_POINTS  # the first items and the later positions
+
+    @pytest.mark.timeout(60)
+    def test_a_checkpoint_keeps_the_items_sampled_further_along(self, tmp_path: Path) -> None:
+        log = TailLog(tmp_path / "calls.txt")
+        execute(log, list(range(2000)), checkpoint="tail", keep_checkpoint=True, executor="serial")
+        first = len(log.calls())
+        again = execute(log, list(range(2000)), checkpoint="tail")
+        assert again == [2 * x for x in range(2000)]
+        assert len(log.calls()) == first == 2000  # the resumed run computed nothing again
 
     @pytest.mark.timeout(60)
     def test_report(self) -> None:

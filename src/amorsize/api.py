@@ -145,7 +145,7 @@ def analyse(
     began = time.perf_counter()
     machine = _calibrated(probe_machine(start_method=start_method))
     total = measured.profile.total_items
-    remaining = None if total is None else max(0, total - measured.n_done)
+    remaining = None if total is None else max(0, total - measured.n_computed)
     options = PlanOptions(
         target_chunk_duration=float(target_chunk_duration),
         n_items=remaining,
@@ -161,7 +161,7 @@ def analyse(
         the_plan = _empty_plan("the data is empty: nothing to run")
     elif remaining == 0:
         the_plan = _empty_plan(
-            f"the dry run already computed all {measured.n_done} items: nothing left to run"
+            f"the dry run already computed all {measured.n_computed} items: nothing left to run"
         )
     else:
         the_plan = make_plan(measured.profile, machine, options, cluster=cluster)
@@ -258,7 +258,7 @@ def optimize(
         data=measured.data(),
         predicted_serial_time=the_plan.serial.total,
         predicted_parallel_time=the_plan.prediction.total,
-        n_sampled=measured.n_done,
+        n_sampled=measured.n_computed,
         profile=diagnostics if profile else None,
         _diagnostics=diagnostics,
         plan=the_plan,
@@ -554,7 +554,7 @@ def _run(
             **session.runner_options(
                 backend.n_workers,
                 candidate.chunksize,
-                measured.results if measured is not None else None,
+                measured.precomputed() if measured is not None else None,
                 chunksize_forced=setup.chunksize_forced,
             ),
         )
@@ -606,6 +606,7 @@ def _planned(
         setup.candidate.chunksize,
         measured.items if measured is not None else (),
         measured.results if measured is not None else (),
+        measured.later if measured is not None else (),
     )
     return setup
 
@@ -669,7 +670,7 @@ def _calibration_fields(setup: _RunSetup) -> dict[str, Any]:
         return {}
     diagnostics = setup.diagnostics
     total = diagnostics.profile.total_items
-    n_done = setup.measured.n_done if setup.measured is not None else 0
+    n_done = setup.measured.n_computed if setup.measured is not None else 0
     return {
         "machine": machine_key(diagnostics.machine.start_method),
         **prediction_fields(
@@ -920,7 +921,7 @@ def _result_from(setup: _RunSetup, data: Iterable[Any]) -> OptimizationResult:
         data=data,
         predicted_serial_time=the_plan.serial.total,
         predicted_parallel_time=the_plan.prediction.total,
-        n_sampled=setup.measured.n_done if setup.measured is not None else 0,
+        n_sampled=setup.measured.n_computed if setup.measured is not None else 0,
         plan=the_plan,
         _diagnostics=setup.diagnostics,
     )

@@ -339,6 +339,48 @@ class TestWarmup:
         assert s.profile.durations[0] >= 0.03
 
 
+def tail_heavy(x: int) -> int:
+    """50 µs items, then 1 ms ones from position 1800 on: an input sorted by size."""
+    spin(0.001 if x >= 1800 else 0.00005)
+    return x
+
+
+class TestLaterPositions:
+    def test_a_sorted_input_is_sampled_further_along(self) -> None:
+        s = sample(tail_heavy, list(range(2000)), probe_threads=False)
+        positions = [position for position, _, _ in s.later]
+        assert len(positions) == sampler_module.SPREAD_POINTS
+        assert positions == sorted(positions) and positions[0] >= s.n_done
+        assert any(p >= 1800 for p in positions)
+        assert all(result == item == p for p, item, result in s.later)
+        assert s.n_computed == s.n_done + len(positions)
+        # true mean 0.145 ms; the first items alone say 0.05 ms
+        assert len(s.profile.weights) == len(s.profile.durations)
+        assert 0.1e-3 < s.profile.mean_duration < 0.3e-3
+        assert s.precomputed()[positions[-1]] == positions[-1]
+
+    def test_a_uniform_input_counts_every_sample_once(self) -> None:
+        s = sample(spin, [0.00005] * 2000, probe_threads=False)
+        assert len(s.later) == sampler_module.SPREAD_POINTS
+        assert s.profile.weights == ()
+
+    def test_not_for_iterators_short_inputs_or_fast_items(self) -> None:
+        assert sample(tail_heavy, iter(range(2000)), probe_threads=False).later == ()
+        assert sample(tail_heavy, list(range(300)), probe_threads=False).later == ()
+        assert sample(square, list(range(100_000)), probe_threads=False).later == ()
+
+    def test_an_error_there_names_its_position(self) -> None:
+        def breaks_late(x: int) -> int:
+            spin(0.00005)
+            if x >= 1500:
+                raise ValueError(x)
+            return x
+
+        with pytest.raises(SamplingError) as info:
+            sample(breaks_late, list(range(2000)), probe_threads=False)
+        assert info.value.index >= 1500
+
+
 class TestBlasProbe:
     def test_blas_items_are_probed_with_their_threads_capped(self) -> None:
         np = pytest.importorskip("numpy")
@@ -370,7 +412,7 @@ class TestProbeChoice:
             return total
 
         s = sample(spin, range(2000))
-        assert s.n_done == s.profile.n_sampled  # no probe items beyond the timed ones
+        assert s.n_computed == s.profile.n_sampled  # no probe items beyond the timed ones
         if s.profile.gil_held is None:  # the dry run was too short for the canary
             assert s.profile.thread_speedup is None
         else:
@@ -385,7 +427,7 @@ class TestProbeChoice:
         profiles = []
         for _ in range(3):  # best of three: another process can delay the canary
             s = sample(digest, range(2000))
-            assert s.n_done == s.profile.n_sampled  # no probe items: the canary read it during the dry run
+            assert s.n_computed == s.profile.n_sampled  # no probe items: the canary read it
             profiles.append(s.profile)
         read = [p for p in profiles if p.gil_held is not None]
         assert read, "the canary never had enough wake-ups"

@@ -72,7 +72,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amorsize.core.types import Candidate, ExecutorKind, Machine, Prediction, Profile, pstdev
+from amorsize.core.types import Candidate, ExecutorKind, Machine, Prediction, Profile, pstdev, weighted_mean
 from amorsize.errors import ConfigurationError
 
 __all__ = [
@@ -193,10 +193,12 @@ class Workload:
             The summary.
         """
         durations = [_finite(x) for x in profile.durations]
-        wall = sum(durations)
-        mean = wall / len(durations) if durations else 0.0
-        cv = pstdev(durations) / mean if len(durations) >= 2 and mean > 0 else 0.0
-        cpu_ratio = _finite(sum(_finite(x) for x in profile.cpu_times) / wall if wall > 0 else 1.0, 1.0)
+        weights = profile.weights if len(profile.weights) == len(durations) else ()
+        mean = weighted_mean(durations, weights)
+        cv = pstdev(durations, weights) / mean if len(durations) >= 2 and mean > 0 else 0.0
+        cpus = [_finite(x) for x in profile.cpu_times]
+        cpu = weighted_mean(cpus, weights if len(cpus) == len(weights) else ())
+        cpu_ratio = _finite(cpu / mean if mean > 0 else 1.0, 1.0)
         return cls(
             mean_duration=mean,
             max_duration=max(durations, default=0.0),

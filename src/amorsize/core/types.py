@@ -34,11 +34,26 @@ def _mean(values: tuple[float, ...]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
-def pstdev(values: Sequence[float]) -> float:
+def weighted_mean(values: Sequence[float], weights: Sequence[float] = ()) -> float:
+    """Mean of ``values``, each counted ``weights[i]`` times (empty weights: once each; 0 if empty).
+
+    Example:
+        >>> weighted_mean([1.0, 3.0]), weighted_mean([1.0, 3.0], [3.0, 1.0])
+        (2.0, 1.5)
+    """
+    if not values:
+        return 0.0
+    if not weights:
+        return math.fsum(values) / len(values)
+    return math.fsum(x * w for x, w in zip(values, weights, strict=True)) / math.fsum(weights)
+
+
+def pstdev(values: Sequence[float], weights: Sequence[float] = ()) -> float:
     """Population standard deviation in floats (``statistics.pstdev`` is exact and ~50× slower).
 
     Args:
         values: at least one finite number.
+        weights: how many times each value counts (empty: once each).
 
     Returns:
         The standard deviation, ≥ 0.
@@ -47,8 +62,9 @@ def pstdev(values: Sequence[float]) -> float:
         >>> pstdev([1.0, 3.0])
         1.0
     """
-    mean = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum((x - mean) ** 2 for x in values) / len(values))
+    mean = weighted_mean(values, weights)
+    squares = [(x - mean) ** 2 for x in values]
+    return math.sqrt(weighted_mean(squares, weights))
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,10 @@ class Profile:
         gil_held: share of the serial phase's time the items held the GIL, read by a canary thread
             (:mod:`amorsize.measure.gil`); when set, ``thread_speedup`` is derived from it
             (``2 / (1 + gil_held)``). None: not read (waiting work, too short a dry run, no GIL).
+        weights: how many input items each sampled call stands for, same order as ``durations``
+            (empty: one each). The dry run samples a few later positions of a long sequence; when
+            they differ from the first items, each stands for its stretch of the input (see
+            :mod:`amorsize.measure.sampler`), and the duration statistics are weighted.
     """
 
     durations: tuple[float, ...]
@@ -101,6 +121,7 @@ class Profile:
     capped_duration: float | None = None
     capped_blas_threads: int = 0
     gil_held: float | None = None
+    weights: tuple[float, ...] = ()
 
     @property
     def n_sampled(self) -> int:
@@ -109,8 +130,8 @@ class Profile:
 
     @property
     def mean_duration(self) -> float:
-        """Mean wall seconds per item."""
-        return _mean(self.durations)
+        """Mean wall seconds per item (weighted by :attr:`weights`)."""
+        return weighted_mean(self.durations, self.weights)
 
     @property
     def max_duration(self) -> float:
@@ -125,7 +146,7 @@ class Profile:
         mean = self.mean_duration
         if mean <= 0:
             return 0.0
-        return pstdev(self.durations) / mean
+        return pstdev(self.durations, self.weights) / mean
 
     @property
     def is_heterogeneous(self) -> bool:
@@ -135,8 +156,8 @@ class Profile:
     @property
     def cpu_ratio(self) -> float:
         """CPU time over wall time of the sampled calls (≈0 waiting, ≈1 CPU, >1 multi-threaded)."""
-        wall = sum(self.durations)
-        return sum(self.cpu_times) / wall if wall > 0 else 1.0
+        wall = weighted_mean(self.durations, self.weights)
+        return weighted_mean(self.cpu_times, self.weights) / wall if wall > 0 else 1.0
 
     @property
     def is_io_bound(self) -> bool:

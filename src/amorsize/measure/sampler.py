@@ -121,6 +121,8 @@ class Sample:
         profile: what was measured.
         items: the items that were run, in input order (serial phase then probe).
         results: their results, same order: ``execute`` emits these instead of running them again.
+        later: ``(position, item, result)`` of the items sampled further along a long sequence
+            (see :data:`SPREAD_POINTS`), in input order; ``execute`` emits these too.
         warnings: things the user should know (e.g. the function pickles only with cloudpickle).
         process_caveats: reasons process workers may behave differently from the caller (mutated
             module globals); shown when a process plan is chosen.
@@ -133,6 +135,7 @@ class Sample:
     warnings: tuple[str, ...]
     process_caveats: tuple[str, ...]
     seconds: float
+    later: tuple[tuple[int, Any, Any], ...] = ()
     _source: Iterable[Any] = field(repr=False, default=())
     _remaining: Iterator[Any] = field(repr=False, default_factory=lambda: iter(()))
     _reiterable: bool = field(repr=False, default=True)
@@ -141,6 +144,17 @@ class Sample:
     def n_done(self) -> int:
         """How many leading items the dry run already computed."""
         return len(self.results)
+
+    @property
+    def n_computed(self) -> int:
+        """How many items the dry run computed: the leading ones and those at :attr:`later` positions."""
+        return len(self.results) + len(self.later)
+
+    def precomputed(self) -> Sequence[Any] | dict[int, Any]:
+        """The dry run's results by input position: the leading ones, then any at later positions."""
+        if not self.later:
+            return self.results
+        return {**dict(enumerate(self.results)), **{position: result for position, _, result in self.later}}
 
     def rest(self) -> Iterator[Any]:
         """The items the dry run did not run, in order: one iterator, positioned after the sample."""
@@ -406,6 +420,100 @@ def _timed_call(
     measured.durations.append(wall)
     measured.cpu_times.append(cpu)
     return wall
+
+
+#: A long sequence is also sampled at this many later positions, each in the middle of an equal
+#: stretch of what the first items leave: an input sorted by size looks cheap from its first items.
+#: 1,800 × 0.2 ms then 200 × 10 ms (``long-tail-end`` in ``benchmarks/suite.py``): a run of 1.3 s
+#: was predicted at 0.2 s from the first items alone.
+SPREAD_POINTS = 8
+#: … only when those items cost at most this fraction of the estimated serial time (their results
+#: are kept, but they run serially, before the workers start) …
+SPREAD_FRACTION = 0.005
+#: … and they differ from the first items when their mean is more than this many standard errors
+#: from the first items' mean (their spread, at least :data:`SPREAD_NOISE` of the mean — one 50 µs
+#: item timed alone reads ±10 % —, over √points). Then each stands for its stretch of the input;
+#: otherwise every sampled item counts once (the input looks shuffled: a stratified estimate from
+#: 8 points would only be noisier).
+SPREAD_SIGNIFICANCE = 3.0
+SPREAD_NOISE = 0.25
+
+
+@dataclass
+class _Later:
+    positions: list[int] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
+
+
+def _sample_later(
+    func: Callable[[Any], Any],
+    data: Iterable[Any],
+    total: int | None,
+    n_done: int,
+    mean: float,
+    clock: Callable[[], float],
+    cpu_clock: Callable[[], float],
+) -> _Later:
+    """Run the items at :data:`SPREAD_POINTS` later positions of a sequence, each timed alone.
+
+    Nothing for inputs that are not sequences (iterators are read in order only), for fast items
+    (timed alone they would time the clock), or when the points would cost more than
+    :data:`SPREAD_FRACTION` of the estimated serial time. Stops after :data:`MAX_SAMPLE_SECONDS`.
+
+    Raises:
+        SamplingError: ``func`` raised on one of them (its position is the index).
+    """
+    later = _Later()
+    if not isinstance(data, Sequence) or isinstance(data, (str, bytes, bytearray)) or total is None:
+        return later
+    rest = total - n_done
+    if mean < FAST_ITEM_SECONDS or rest * SPREAD_FRACTION < SPREAD_POINTS:
+        return later
+    spent = 0.0
+    for point in range(SPREAD_POINTS):
+        position = n_done + int((point + 0.5) * rest / SPREAD_POINTS)
+        try:
+            item = data[position]
+        except Exception:  # a sequence that cannot be indexed after all: keep what ran
+            break
+        start_cpu = cpu_clock()
+        start = clock()
+        try:
+            result = func(item)
+        except Exception as error:
+            raise SamplingError(position, error) from error
+        wall = clock() - start
+        cpu = cpu_clock() - start_cpu
+        later.positions.append(position)
+        later.items.append(item)
+        later.results.append(result)
+        later.durations.append(wall)
+        later.cpu_times.append(min(cpu, wall) if wall < CPU_CLOCK_FLOOR else cpu)
+        spent += wall
+        if spent >= MAX_SAMPLE_SECONDS:
+            break
+    return later
+
+
+def _spread_weights(
+    first: Sequence[float], later: Sequence[float], n_first: int, total: int
+) -> tuple[float, ...]:
+    """Weights for ``first + later`` durations (see :data:`SPREAD_SIGNIFICANCE`); () when equal.
+
+    ``first`` are the timed leading items, standing for the ``n_first`` leading positions (the
+    probe's items are not timed one by one); each of ``later`` stands for an equal share of the rest.
+    """
+    if not later or not first:
+        return ()
+    mean_first = math.fsum(first) / len(first)
+    spread = max(pstdev(first) if len(first) >= 2 else 0.0, SPREAD_NOISE * mean_first)
+    mean_later = math.fsum(later) / len(later)
+    if abs(mean_later - mean_first) <= SPREAD_SIGNIFICANCE * spread / math.sqrt(len(later)):
+        return ()
+    return (n_first / len(first),) * len(first) + ((total - n_first) / len(later),) * len(later)
 
 
 def _enough(
@@ -804,6 +912,9 @@ def sample(
         thread_speedup, probe_threads_used = 2.0 / (1.0 + gil_held), 2
     else:
         gil_held = None
+    later = _Later()
+    if n_serial and not waiting:  # after every item already run, the probe's included
+        later = _sample_later(func, data, total, len(measured.items), mean, clock, cpu_clock)
     peak = memory.stop()
 
     func_bytes, method = _pickled(func)
@@ -833,9 +944,19 @@ def sample(
                 serialize = [batch[2]] * n_serial  # the runner pickles chunks, not single items
     del func_bytes
 
+    n_later = len(later.durations)
+    if n_later and n_serial:  # sizes and pickling as the first items'; durations their own
+        input_bytes += [round(math.fsum(input_bytes) / n_serial)] * n_later
+        output_bytes += [round(math.fsum(output_bytes) / n_serial)] * n_later
+        serialize += [math.fsum(serialize) / n_serial] * n_later
     profile = Profile(
-        durations=tuple(measured.durations),
-        cpu_times=tuple(measured.cpu_times),
+        durations=(*measured.durations, *later.durations),
+        cpu_times=(*measured.cpu_times, *later.cpu_times),
+        weights=(
+            _spread_weights(measured.durations, later.durations, len(measured.items), total)
+            if total is not None
+            else ()
+        ),
         input_bytes=tuple(input_bytes),
         output_bytes=tuple(output_bytes),
         serialize_seconds=tuple(serialize),
@@ -854,6 +975,7 @@ def sample(
         profile=profile,
         items=tuple(measured.items),
         results=tuple(measured.results),
+        later=tuple(zip(later.positions, later.items, later.results, strict=True)),
         warnings=tuple(dict.fromkeys(warnings)),
         process_caveats=global_state_caveats(func),
         seconds=clock() - began,

@@ -290,16 +290,16 @@ class RunCheckpoint:
                 ],
             )
 
-    def commit_precomputed(self, items: Sequence[Any], results: Sequence[Any]) -> None:
-        """Commit the dry run's results (positions 0, 1, …), leaving out the items that failed there."""
+    def commit_precomputed(self, items: Sequence[Any], results: Sequence[Any], start: int = 0) -> None:
+        """Commit dry-run results at positions start, start + 1, …, leaving out items that failed there."""
         from amorsize.run.runner import Failed  # the marker the dry run returns for failed items
 
         failures = [
             ItemFailure(position, value.error)
-            for position, value in enumerate(results)
+            for position, value in enumerate(results, start)
             if isinstance(value, Failed)
         ]
-        self.commit(0, items, results, failures)
+        self.commit(start, items, results, failures)
 
     def finish(self, *, n_results: int, completed: bool, ok: bool, keep: bool) -> None:
         """End of a run: check the data reached every stored position; delete the checkpoint if done.

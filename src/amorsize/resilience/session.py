@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Literal
@@ -198,20 +198,34 @@ class Resilience:
         return {key: plan[key] for key in ("executor", "n_jobs", "chunksize") if key in plan}
 
     def planned(
-        self, executor: str, n_jobs: int, chunksize: int, items: Sequence[Any], results: Sequence[Any]
+        self,
+        executor: str,
+        n_jobs: int,
+        chunksize: int,
+        items: Sequence[Any],
+        results: Sequence[Any],
+        later: Sequence[tuple[int, Any, Any]] = (),
     ) -> None:
-        """The plan is made: record the checkpoint's header and commit the dry run's results."""
+        """The plan is made: record the checkpoint's header and commit the dry run's results.
+
+        ``items``/``results`` are the leading ones (positions 0, 1, …); ``later`` holds
+        ``(position, item, result)`` of those the dry run took further along the input.
+        """
         if self.checkpoint is None:
             return
         self.checkpoint.begin({"executor": executor, "n_jobs": n_jobs, "chunksize": chunksize})
-        if results and not self.checkpoint.resumed:
+        if self.checkpoint.resumed:
+            return
+        if results:
             self.checkpoint.commit_precomputed(items, results)
+        for position, item, result in later:
+            self.checkpoint.commit_precomputed([item], [result], start=position)
 
     def runner_options(
         self,
         n_workers: int,
         chunksize: int,
-        precomputed: Sequence[Any] | None,
+        precomputed: Sequence[Any] | Mapping[int, Any] | None,
         *,
         chunksize_forced: bool = False,
     ) -> dict[str, Any]:
