@@ -73,6 +73,18 @@ class TailLog(CallLog):
         return x * 2
 
 
+@pytest.fixture
+def fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row counts of every history fit from now on (the in-process cache of fits emptied)."""
+    counts: list[int] = []
+    real = amorsize.api.estimate_correction
+    monkeypatch.setattr(
+        amorsize.api, "estimate_correction", lambda rows: counts.append(len(rows)) or real(rows)
+    )
+    monkeypatch.setattr(amorsize.api, "_corrections", {})
+    return counts
+
+
 class TestOptimize:
     def test_tiny_work_stays_serial(self) -> None:
         result = optimize(square, range(10_000))
@@ -263,16 +275,10 @@ class TestExecute:
         assert _calibrated(machine) == apply_correction(machine, estimate_correction(rows))
 
     @pytest.mark.timeout(60)
-    def test_calibration_is_reestimated_as_history_grows(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_calibration_is_reestimated_as_history_grows(self, fits: list[int]) -> None:
         from amorsize.api import CALIBRATION_REFRESH, _calibrated
         from amorsize.measure.machine import machine_key, probe_machine
 
-        fits: list[int] = []
-        real = amorsize.api.estimate_correction
-        monkeypatch.setattr(
-            amorsize.api, "estimate_correction", lambda rows: fits.append(len(rows)) or real(rows)
-        )
-        monkeypatch.setattr(amorsize.api, "_corrections", {})
         machine = probe_machine()
         store = default_store()
         for _ in range(30):  # enough history that one more run does not refit
@@ -291,17 +297,11 @@ class TestExecute:
 
     @pytest.mark.timeout(60)
     def test_a_new_process_reuses_the_correction_the_store_keeps(
-        self, monkeypatch: pytest.MonkeyPatch
+        self, fits: list[int], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         from amorsize.api import CORRECTION_KEPT_FROM, CORRECTION_NAMESPACE, _calibrated
         from amorsize.measure.machine import machine_key, probe_machine
 
-        fits: list[int] = []
-        real = amorsize.api.estimate_correction
-        monkeypatch.setattr(
-            amorsize.api, "estimate_correction", lambda rows: fits.append(len(rows)) or real(rows)
-        )
-        monkeypatch.setattr(amorsize.api, "_corrections", {})
         machine = probe_machine()
         key = machine_key(machine.start_method)
         store = default_store()

@@ -480,15 +480,8 @@ def chunk_costs(
 
     What does not depend on the chunk size (start-up, transfer, an item's time in a worker, the
     compute bound with every worker busy) is worked out once, so a search over chunk sizes pays only
-    for the rest (a planning call evaluates a few hundred chunk sizes).
-
-    Args:
-        workload: the workload summary.
-        machine: the machine.
-        executor: the executor kind.
-        n_jobs: workers (≥ 1).
-        n_items: items to run (≥ 0).
-        warm_workers: workers already running (≥ 0).
+    for the rest (a planning call evaluates a few hundred chunk sizes). Arguments as
+    :func:`predict_parts`, without the chunk size.
 
     Returns:
         A function from a chunk size (≥ 1) to ``(startup, dispatch, transfer, compute, imbalance)``.

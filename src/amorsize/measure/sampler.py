@@ -440,12 +440,8 @@ SPREAD_NOISE = 0.25
 
 
 @dataclass
-class _Later:
-    positions: list[int] = field(default_factory=list)
-    items: list[Any] = field(default_factory=list)
-    results: list[Any] = field(default_factory=list)
-    durations: list[float] = field(default_factory=list)
-    cpu_times: list[float] = field(default_factory=list)
+class _Later(_Measured):
+    positions: list[int] = field(default_factory=list)  # of the items, in input order
 
 
 def _sample_later(
