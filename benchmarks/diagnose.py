@@ -1,4 +1,4 @@
-"""Reproduce, in isolation, each cause behind the suite's misses (see benchmarks/results_suite.md).
+"""Reproduce, in isolation, causes behind the suite's misses (the diagnosis in benchmarks/RESULTS.md).
 
 Run by hand::
 
