@@ -15,7 +15,7 @@ For each workload (``suite_workloads.py``)::
                         far ──► the 3 fastest configurations (1 with --quick) are the oracle's finalists
     phase 1 rounds ── execute (cold: amorsize's pools shut down first; dry run and planning included),
       (`repeat`,        Pool() .map defaults (inside ``with``), joblib Parallel(n_jobs=-1) (cold: loky's
-       order rotated,   executor shut down), serial, and the finalists; oracle best = the lowest median
+       order shuffled,  executor shut down), serial, and the finalists; oracle best = the lowest median
        a 0.1 s pause    of serial and the finalists
        before each)
     phase 2 rounds ── after all workloads: execute with the machine corrected from the history of every
@@ -40,6 +40,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -313,15 +314,19 @@ def _rounds(
     timers: dict[str, Callable[[Iterable[Any]], float]],
     repeat: int,
 ) -> dict[str, list[float]]:
-    """Time every entry of ``timers`` ``repeat`` times, the order rotated each round; fresh data each time.
+    """Time every entry of ``timers`` ``repeat`` times, in a new order each round; fresh data each time.
 
-    Each timing starts after :func:`_settle`, so none inherits the previous one's garbage or busy cores.
+    The order is shuffled (seeded by the round), not rotated: rotating keeps every entry behind the
+    same neighbour, and what a run inherits from its predecessor (a thread pool's 200 MB of freed
+    results made any following run of large-output take ~0.58 s instead of ~0.45 s) then biases one
+    contender in most rounds. Each timing starts after :func:`_settle`.
     """
     names = list(timers)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeat):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = list(names)
+        random.Random(round_).shuffle(order)
+        for name in order:
             data = make_data()
             _settle()
             times[name].append(timers[name](data))

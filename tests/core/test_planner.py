@@ -9,71 +9,13 @@ from dataclasses import replace
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from model_factories import COSTS, make_machine, make_profile
 
 from amorsize.core import planner
 from amorsize.core.model import WORKER_BASE_MEMORY, blas_threads_per_worker, predict
 from amorsize.core.planner import MAX_THREADS, NOISE_FLOOR, THREADS_PER_CORE, WORKER_ECONOMY, plan
 from amorsize.core.types import Machine, MachineCosts, Plan, PlanOptions, Profile
 from amorsize.errors import ConfigurationError
-
-COSTS = MachineCosts(
-    process_startup=0.05,
-    process_task_overhead=100e-6,
-    pipe_bandwidth=500e6,
-    thread_startup=100e-6,
-    thread_task_overhead=20e-6,
-)
-
-
-def make_profile(
-    d: float = 0.01,
-    *,
-    n: int = 8,
-    cpu_ratio: float = 1.0,
-    thread_speedup: float | None = 1.0,
-    durations: tuple[float, ...] | None = None,
-    in_bytes: int = 100,
-    out_bytes: int = 100,
-    serialize: float = 1e-5,
-    peak: int = 0,
-    blas: int = 0,
-    pickle_method: str | None = "pickle",
-) -> Profile:
-    """A synthetic profile: ``n`` items of ``d`` seconds (or the given durations)."""
-    durs = durations if durations is not None else (d,) * n
-    k = len(durs)
-    return Profile(
-        durations=durs,
-        cpu_times=tuple(x * cpu_ratio for x in durs),
-        input_bytes=(in_bytes,) * k,
-        output_bytes=(out_bytes,) * k,
-        serialize_seconds=(serialize,) * k,
-        peak_memory_bytes=peak,
-        thread_speedup=thread_speedup,
-        pickle_method=pickle_method,
-        blas_threads=blas,
-    )
-
-
-def make_machine(
-    usable: int = 4,
-    *,
-    physical: int | None = None,
-    logical: int | None = None,
-    memory: int = 16 * 2**30,
-    costs: MachineCosts = COSTS,
-) -> Machine:
-    return Machine(
-        logical_cores=logical if logical is not None else usable,
-        usable_cores=usable,
-        physical_cores=physical if physical is not None else usable,
-        available_memory=memory,
-        memory_limit=None,
-        start_method="fork",
-        free_threaded=False,
-        costs=costs,
-    )
-
 
 CPU_BOUND = make_profile(0.01, cpu_ratio=1.0, thread_speedup=1.0)
 IO_BOUND = make_profile(0.05, cpu_ratio=0.02, thread_speedup=1.95, out_bytes=20_000)

@@ -23,6 +23,10 @@ Rules the dry run keeps:
   how much of the serial phase's time the items held the GIL (:attr:`Profile.gil_held`). When the
   serial phase was too short for it, a few further items run on two threads at once; their combined
   wall time against the serial estimate gives :attr:`Profile.thread_speedup`.
+- **One-time work is not the item's cost.** A first call much slower than every later one (an
+  import inside the function, a cache filled) gets the later calls' mean, with a warning.
+- **Long sequences are also sampled further along.** A few items at spread later positions show an
+  input sorted by size; their results are kept too (:attr:`Sample.later`).
 - **Waiting work is sampled against its parallel run.** Items whose CPU time is under half their
   wall time will overlap on many threads, so the serial phase gets :data:`WAIT_OVERLAP` times less
   budget (often one item) and the probe runs :data:`WAIT_PROBE_THREADS` threads at once.
@@ -362,8 +366,8 @@ def _waiting(measured: _Measured) -> bool:
 
 #: A first call this many times slower than the slowest of the next ones (at least
 #: :data:`WARMUP_AFTER` of them) did one-time work: imports, caches, a BLAS thread pool starting.
-#: NumPy matmul items imported inside the function: the first 64 ms, the next five 0.8–1.1 ms, and
-#: 1M items were predicted 12× too slow.
+#: NumPy imported inside a matmul item: the first call 64 ms, the next five 0.8–1.1 ms, and 300
+#: items were predicted at 3.4 s serially instead of ~0.26 s.
 WARMUP_FACTOR = 4.0
 WARMUP_AFTER = 4
 #: Shorter first calls are not judged (the clock and the first batch of fast items handle those).
