@@ -514,9 +514,10 @@ def chunk_costs(
     on_cores = transfer if executor == "processes" else 0.0  # see compute_bounds
     all_busy = min(n_jobs, n)
     compute_all_busy = max(compute_bounds(workload, machine, executor, n_jobs, all_busy, n, on_cores))
-    d_w = item_wall_in_worker(workload, machine, executor, n_jobs)
+    d_item = item_wall_in_worker(workload, machine, executor, n_jobs)
+    longest = (workload.max_duration - d) * (d_item / d) if d > 0 else 0.0
+    d_w = d_item + on_cores / n  # a worker also ships its items: chunks last that much longer
     stagger = min(1.0, workload.cv) * STAGGER
-    longest = (workload.max_duration - d) * (d_w / d) if d > 0 else 0.0
 
     def parts(chunksize: int) -> Parts:
         chunks = -(-n // chunksize)
