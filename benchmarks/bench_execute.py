@@ -132,8 +132,9 @@ def main() -> None:
             for name, run in runs.items():
                 if name == "execute (cold)":
                     shutdown_pools()  # outside the timing: joining the old workers is not this run's cost
-                if name == "joblib n_jobs=-1":
-                    _shutdown_loky()  # cold like the others (its idle workers slowed the next cold run)
+                # joblib's idle loky workers are shut down before every timing: joblib runs cold like
+                # the others, and no contender runs beside another library's idle workers
+                _shutdown_loky()
                 time.sleep(SETTLE_SECONDS)
                 times[name].append(time_it(run))
         serial = statistics.median(times["serial"])

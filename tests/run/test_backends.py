@@ -705,6 +705,23 @@ class TestBlasLimit:
             assert outcome.results == [1]
 
     @pytest.mark.timeout(40)
+    @pytest.mark.skipif(sys.platform != "linux", reason="fork")
+    def test_forked_workers_inherit_the_cap_and_start_no_spinning_threads(self) -> None:
+        numpy = pytest.importorskip("numpy")
+        from threadpoolctl import threadpool_info
+
+        if max((i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"), default=1) < 2:
+            pytest.skip("BLAS runs one thread here already")
+        numpy.ones((64, 64)) @ numpy.ones((64, 64))  # the parent's BLAS threads exist
+        before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+        with ProcessBackend(1, start_method="fork", blas_threads=1) as backend:
+            # setting OpenBLAS's thread count in the child would start a helper that spins ~100 ms
+            # (~0.1 s of CPU while the worker sleeps); inheriting the cap starts none
+            assert run(backend, [0.15], workfuncs.cpu_while_sleeping, timeout=30).results[0] < 0.05
+            assert run(backend, [0], workfuncs.blas_threads, timeout=30).results == [1]
+        assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before  # parent as it was
+
+    @pytest.mark.timeout(40)
     def test_no_limit_by_default(self) -> None:
         pytest.importorskip("numpy")
         if (os.cpu_count() or 1) < 2:

@@ -95,6 +95,13 @@ def blas_threads(_: Any) -> int:
     return max(int(i["num_threads"]) for i in infos)
 
 
+def cpu_while_sleeping(seconds: float) -> float:
+    """CPU seconds this whole process (all its threads) used while the calling thread slept."""
+    started = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - started
+
+
 def _loaded_from(path: str) -> Any:
     """Record one unpickling of the function in ``path``; return the function (``square``)."""
     with open(path, "a") as record:

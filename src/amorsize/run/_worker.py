@@ -152,14 +152,23 @@ def _unpicklable_result(index: int, result: Any, error: BaseException) -> pickle
 
 
 def _limit_blas(blas_threads: int | None) -> None:
-    """Cap BLAS/OpenMP threads in this process: environment for libraries loaded later, threadpoolctl now."""
+    """Cap BLAS/OpenMP threads in this process: environment for libraries loaded later, threadpoolctl now.
+
+    Libraries already at the cap are left alone: setting OpenBLAS's thread count in a forked child
+    starts its thread pool, whose helper then spins for ~100 ms (measured: 103 ms of CPU while the
+    worker slept) and took half a core from each new worker — its first chunks ran ~2× slower. The
+    parent forks with its own libraries at the cap (see the process backend), so under fork the
+    children inherit it and set nothing.
+    """
     if blas_threads is None:
         return
     for name in BLAS_ENV_VARS:
         os.environ[name] = str(blas_threads)
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
-    threadpool_limits(limits=blas_threads)  # stays in force: we never call restore_original_limits()
+    controller = ThreadpoolController()
+    if any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
+        controller.limit(limits=blas_threads)  # stays in force: never restored
 
 
 def _watch_parent() -> None:

@@ -75,6 +75,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -446,6 +447,28 @@ class _Waiter:
             self._selector.close()
 
 
+@contextlib.contextmanager
+def _blas_capped_for_fork(ctx: BaseContext, blas_threads: int | None) -> Iterator[None]:
+    """Under fork, hold this process's BLAS/OpenMP libraries at ``blas_threads`` while a worker forks.
+
+    The child then inherits the cap and need not set it (:func:`amorsize.run._worker._limit_blas`):
+    setting it there starts OpenBLAS's threads, one of which spins ~100 ms in every new worker. The
+    parent's own limits are back as they were when this returns. Nothing to do for spawn and
+    forkserver children (they start clean and read the environment) or without a cap.
+    """
+    if blas_threads is None or ctx.get_start_method() != "fork":
+        yield
+        return
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    if not any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
+        yield
+        return
+    with controller.limit(limits=blas_threads):
+        yield
+
+
 class _Pool:
     """All the state of one process backend, shared by the callers' threads and the manager thread.
 
@@ -611,7 +634,8 @@ class _Pool:
                 name=f"amorsize-worker-{next(self.names)}",
             )
             try:
-                proc.start()
+                with _blas_capped_for_fork(self.ctx, self.blas_threads):
+                    proc.start()
             except BaseException:
                 tasks_w.close()
                 results_r.close()
