@@ -4,7 +4,7 @@
 
     data ──iter──► [serial phase: item by item, timed]──► [thread probe, when needed]──► rest
                        │ wall, CPU, pickled sizes;               │ waiting work: 16 threads;
-                       │ a GIL canary thread alongside           │ BLAS: 2 threads, capped
+                       │ a GIL canary thread alongside           │ BLAS: capped, one by one
                        ▼                                         ▼
                     Profile  +  results of every sampled item (reused by execute: never run twice)
 
@@ -683,6 +683,47 @@ def _blas_cap(measured: _Measured, loaded_blas_threads: int) -> int | None:
     return max(1, usable_cores() // 2)
 
 
+def _capped_probe(
+    func: Callable[[Any], Any],
+    iterator: Iterator[Any],
+    measured: _Measured,
+    clock: Callable[[], float],
+    window: float,
+    blas_cap: int,
+) -> tuple[float, int, float | None, int] | None:
+    """BLAS-bound items timed one by one in this thread under ``blas_cap``, as a run's workers get them.
+
+    Not on two threads: right after the serial phase's uncapped calls OpenBLAS keeps a helper
+    thread spinning for ~100 ms (104–108 ms of CPU measured), and two capped threads then read
+    2.0–2.3 ms per 250² matmul where 0.3 s later they read 1.0–1.1 ms; one capped thread reads
+    1.2–1.7 ms either way. The items run serially for about ``window`` seconds (C code does not warm
+    up like the interpreter: the serial phase stays the uncapped reference).
+
+    Returns:
+        ``(two-thread speedup if nothing else is shared, 2, capped seconds per item, blas_cap)``, or
+        None when no item was left.
+    """
+    from threadpoolctl import threadpool_limits
+
+    mean = statistics.fmean(measured.durations)
+    count = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(window / max(mean, 1e-9))))
+    items = list(itertools.islice(iterator, count))
+    if not items:
+        return None
+    first_index = len(measured.items)
+    walls: list[float] = []
+    with threadpool_limits(limits=blas_cap):
+        for offset, item in enumerate(items):
+            started = clock()
+            measured.results.append(_call(func, item, first_index + offset, measured))
+            measured.items.append(item)
+            walls.append(clock() - started)
+    capped = statistics.fmean(walls)
+    if capped <= 0:
+        return None
+    return 2.0 * mean / capped, 2, capped, blas_cap
+
+
 def _thread_probe(
     func: Callable[[Any], Any],
     iterator: Iterator[Any],
@@ -705,9 +746,9 @@ def _thread_probe(
     and up to :data:`WAIT_PROBE_THREADS` threads run about :data:`WAIT_PROBE_SECONDS` of items each;
     when they overlap well their per-item times join the measured samples.
 
-    BLAS-bound work (``blas_cap`` from :func:`_blas_cap`, None for waiting work): the threads run
-    with BLAS/OpenMP capped, as a threaded run would; the reference stays uncapped (as a serial run),
-    and the threads' time per item is returned as the capped duration.
+    BLAS-bound work (``blas_cap`` from :func:`_blas_cap`, None for waiting work): items run one by
+    one in this thread with BLAS/OpenMP capped, as a run's workers get them (:func:`_capped_probe`);
+    the reference stays uncapped (as a serial run), and their time per item is the capped duration.
 
     Every item run is appended to ``measured`` (the serial ones as timed samples).
 
@@ -725,13 +766,7 @@ def _thread_probe(
         per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(WAIT_PROBE_SECONDS / max(mean, 1e-9))))
         reference = list(measured.durations)
     elif blas_cap is not None:
-        # C code does not warm up like the interpreter: the serial phase is the reference, and the
-        # whole budget (3 × what a GIL-bound probe may use) goes to the threads, which run at about
-        # parallel speed: a 5 ms window read 250² matmuls at 0.74–1.4×, where runs show ~1.5×.
-        n_threads = 2
-        window = min(PROBE_TARGET_SECONDS, 3 * budget)
-        per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(window / max(mean, 1e-9))))
-        reference = list(measured.durations)
+        return _capped_probe(func, iterator, measured, clock, min(PROBE_TARGET_SECONDS, 3 * budget), blas_cap)
     else:
         n_threads = 2
         per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(budget / max(mean, 1e-9))))
