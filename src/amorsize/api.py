@@ -659,7 +659,7 @@ def _kept_correction(store: Store, key: str) -> tuple[int, int, Correction] | No
         return None
     last, rows = kept.get("last_run"), kept.get("rows")
     correction = correction_from_json(kept.get("correction"))
-    if correction is None or not isinstance(last, int) or not isinstance(rows, int):
+    if correction is None or type(last) is not int or type(rows) is not int:  # bool is an int too
         return None
     return last, rows, correction
 
