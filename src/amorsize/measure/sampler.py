@@ -802,18 +802,13 @@ def _thread_probe(
             cpus[position] = time.thread_time() - started_cpu
 
     threads = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares]
-    with contextlib.ExitStack() as capped:
-        if blas_cap is not None:
-            from threadpoolctl import threadpool_limits
-
-            capped.enter_context(threadpool_limits(limits=blas_cap))
-        for thread in threads:
-            thread.start()
-        barrier.wait()
-        start = clock()
-        for thread in threads:
-            thread.join()
-        wall = clock() - start
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = clock()
+    for thread in threads:
+        thread.join()
+    wall = clock() - start
     if errors:
         position, error = min(errors, key=lambda pair: pair[0])
         raise SamplingError(first_index + position, error) from error
@@ -826,9 +821,7 @@ def _thread_probe(
         measured.durations.extend(walls)
         for cpu, item_wall in zip(cpus, walls, strict=True):
             measured.cpu_times.append(min(cpu, item_wall) if item_wall < CPU_CLOCK_FLOOR else cpu)
-    if blas_cap is None:
-        return speedup, n_threads, None, 0
-    return speedup, n_threads, n_threads * wall / len(items), blas_cap
+    return speedup, n_threads, None, 0
 
 
 def sample(
