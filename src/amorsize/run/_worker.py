@@ -41,9 +41,12 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "CHUNK_ERROR",
@@ -151,23 +154,34 @@ def _unpicklable_result(index: int, result: Any, error: BaseException) -> pickle
     return failure
 
 
+def blas_above(blas_threads: int) -> ThreadpoolController | None:
+    """This process's BLAS/OpenMP libraries, when one of them runs more than ``blas_threads`` threads.
+
+    Returns:
+        A threadpoolctl controller to limit them with, or None when every one is at the cap already.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    if any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
+        return controller
+    return None
+
+
 def _limit_blas(blas_threads: int | None) -> None:
     """Cap BLAS/OpenMP threads in this process: environment for libraries loaded later, threadpoolctl now.
 
     Libraries already at the cap are left alone: setting OpenBLAS's thread count in a forked child
-    starts its thread pool, whose helper then spins for ~100 ms (measured: 103 ms of CPU while the
-    worker slept) and took half a core from each new worker — its first chunks ran ~2× slower. The
-    parent forks with its own libraries at the cap (see the process backend), so under fork the
-    children inherit it and set nothing.
+    starts its thread pool, whose helper then spins for ~100 ms (measured: ~0.1 s of CPU while the
+    worker slept, in every new worker). The parent forks with its own libraries at the cap (see the
+    process backend), so under fork the children inherit it and set nothing.
     """
     if blas_threads is None:
         return
     for name in BLAS_ENV_VARS:
         os.environ[name] = str(blas_threads)
-    from threadpoolctl import ThreadpoolController
-
-    controller = ThreadpoolController()
-    if any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
+    controller = blas_above(blas_threads)
+    if controller is not None:
         controller.limit(limits=blas_threads)  # stays in force: never restored
 
 

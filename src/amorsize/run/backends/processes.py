@@ -456,13 +456,10 @@ def _blas_capped_for_fork(ctx: BaseContext, blas_threads: int | None) -> Iterato
     parent's own limits are back as they were when this returns. Nothing to do for spawn and
     forkserver children (they start clean and read the environment) or without a cap.
     """
-    if blas_threads is None or ctx.get_start_method() != "fork":
-        yield
-        return
-    from threadpoolctl import ThreadpoolController
-
-    controller = ThreadpoolController()
-    if not any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
+    controller = None
+    if blas_threads is not None and ctx.get_start_method() == "fork":
+        controller = _worker.blas_above(blas_threads)
+    if controller is None:
         yield
         return
     with controller.limit(limits=blas_threads):
