@@ -479,20 +479,8 @@ def _sample_later(
             item = data[position]
         except Exception:  # a sequence that cannot be indexed after all: keep what ran
             break
-        start_cpu = cpu_clock()
-        start = clock()
-        try:
-            result = func(item)
-        except Exception as error:
-            raise SamplingError(position, error) from error
-        wall = clock() - start
-        cpu = cpu_clock() - start_cpu
+        spent += _timed_call(func, item, position, later, clock, cpu_clock)
         later.positions.append(position)
-        later.items.append(item)
-        later.results.append(result)
-        later.durations.append(wall)
-        later.cpu_times.append(min(cpu, wall) if wall < CPU_CLOCK_FLOOR else cpu)
-        spent += wall
         if spent >= MAX_SAMPLE_SECONDS:
             break
     return later
