@@ -753,7 +753,7 @@ def _thread_probe(
         )
         per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(WAIT_PROBE_SECONDS / max(mean, 1e-9))))
         reference = list(measured.durations)
-    elif blas_cap is not None:
+    elif blas_cap is not None:  # no serial reference to take here: all 3 × budget goes to capped items
         return _capped_probe(func, iterator, measured, clock, min(PROBE_TARGET_SECONDS, 3 * budget), blas_cap)
     else:
         n_threads = 2
@@ -894,8 +894,9 @@ def sample(
     probe_budget = PROBE_TARGET_SECONDS
     if total is not None:
         probe_budget = min(probe_budget, PROBE_FRACTION * mean * (total - n_serial) / 3)
-    # Computing work the canary has read needs no probe, unless it uses BLAS (the capped time per
-    # item is measured on threads); waiting work is probed wide (how far it overlaps).
+    # Computing work the canary has read needs no probe, unless it uses BLAS (the time per item
+    # under a worker's cap is measured, one item at a time); waiting work is probed wide (how far
+    # it overlaps).
     waiting = n_serial > 0 and _waiting(measured)
     loaded_blas = blas_threads_loaded()
     blas_cap = None if waiting or not n_serial else _blas_cap(measured, loaded_blas)
