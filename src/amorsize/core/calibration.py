@@ -333,7 +333,7 @@ def correction_from_json(value: Any) -> Correction | None:
     if not isinstance(value, dict) or not isinstance(value.get("terms"), list):
         return None
     n_runs = value.get("n_runs")
-    if not isinstance(n_runs, int) or not _count(n_runs):
+    if not isinstance(n_runs, int) or not _count(n_runs):  # isinstance: for the type checker
         return None
     factors: dict[tuple[str, str], float] = {}
     evidence: dict[tuple[str, str], int] = {}
