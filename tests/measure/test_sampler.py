@@ -402,6 +402,20 @@ class TestBlasProbe:
         # pure-Python item sampled right now would read a CPU ratio ~1.5. Let them settle.
         time.sleep(0.5)
 
+    def test_pure_python_items_do_not_read_the_loaded_libraries(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        pytest.importorskip("numpy")  # a BLAS library is loaded: reading it costs 0.4–8 ms
+        calls: list[int] = []
+        real = sampler_module.blas_threads_loaded
+
+        def counted() -> int:
+            calls.append(1)
+            return real()
+
+        monkeypatch.setattr(sampler_module, "blas_threads_loaded", counted)
+        profile = sample(lambda x: spin(0.00001), list(range(50_000))).profile
+        assert profile.cpu_ratio < sampler_module.BLAS_CPU_RATIO
+        assert calls == [] and profile.blas_threads == 0
+
 
 class TestProbeChoice:
     def test_cheap_to_ship_cpu_work_is_not_probed(self) -> None:

@@ -88,7 +88,8 @@ class Profile:
         pickle_method: how the function and items pickle: ``"pickle"``, ``"cloudpickle"`` or None
             when neither works (then only serial and threads are possible).
         blas_threads: the largest thread count of a BLAS/OpenMP library loaded in this process
-            (threadpoolctl), 0 when none is loaded.
+            (threadpoolctl), 0 when none is loaded; also 0 when the items used less than 1.2 ×
+            their wall time in CPU time (no library ran them on several threads: not read then).
         free_threaded: True on a Python build running without the GIL.
         probe_threads: how many threads the probe ran at once: 2 for work that computes, more for
             work that waits (how far waiting overlaps is what decides its thread count).

@@ -662,7 +662,7 @@ def _blas_cap(measured: _Measured, loaded_blas_threads: int) -> int | None:
     """The BLAS thread limit the probe's two threads run under, or None when the items are not BLAS-bound.
 
     Two threads get ``usable cores // 2`` BLAS threads each, as the runner gives a run's workers.
-    ``loaded_blas_threads``: :func:`blas_threads_loaded`, read once per dry run (~1 ms with NumPy).
+    ``loaded_blas_threads``: :func:`blas_threads_loaded`, read once per dry run (0.4–8 ms with NumPy).
     """
     if sum(measured.cpu_times) < BLAS_CPU_RATIO * sum(measured.durations) or loaded_blas_threads <= 1:
         return None
@@ -898,7 +898,11 @@ def sample(
     # under a worker's cap is measured, one item at a time); waiting work is probed wide (how far
     # it overlaps).
     waiting = n_serial > 0 and _waiting(measured)
-    loaded_blas = blas_threads_loaded()
+    # Only items that used clearly more CPU than wall time ran on several threads of a library
+    # (process CPU includes the canary's: 10 µs items read up to ~1.1); reading the loaded
+    # libraries costs 0.4–8 ms (threadpoolctl's import and scan, with NumPy loaded).
+    several = sum(measured.cpu_times) >= BLAS_CPU_RATIO * sum(measured.durations)
+    loaded_blas = blas_threads_loaded() if several else 0
     blas_cap = None if waiting or not n_serial else _blas_cap(measured, loaded_blas)
     canary_read = gil_held is not None and n_serial > 0 and not waiting
     if canary_read and blas_cap is None:
