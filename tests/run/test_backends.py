@@ -706,19 +706,25 @@ class TestBlasLimit:
 
     @pytest.mark.timeout(40)
     @pytest.mark.skipif(sys.platform != "linux", reason="fork")
-    def test_forked_workers_inherit_the_cap_and_start_no_spinning_threads(self) -> None:
+    def test_forked_workers_capped_without_spinning_threads_anywhere(self) -> None:
         numpy = pytest.importorskip("numpy")
         from threadpoolctl import threadpool_info
 
         if max((i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"), default=1) < 2:
             pytest.skip("BLAS runs one thread here already")
         numpy.ones((64, 64)) @ numpy.ones((64, 64))  # the parent's BLAS threads exist
+        time.sleep(0.2)  # and sleep again after the product
         before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+        parent_cpu = time.process_time()
         with ProcessBackend(1, start_method="fork", blas_threads=1) as backend:
-            # setting OpenBLAS's thread count in the child would start a helper that spins ~100 ms
-            # (~0.1 s of CPU while the worker sleeps); inheriting the cap starts none
+            # OpenBLAS restarts its threads (shut down by the fork) when its thread count is set,
+            # and a restarted helper spins ~100 ms: ~0.1 s of CPU while the worker sleeps
             assert run(backend, [0.15], workfuncs.cpu_while_sleeping, timeout=30).results[0] < 0.05
+            # the parent set nothing, so it restarted nothing (it spun ~0.1 s when it capped itself
+            # around the fork and restored its limit after)
+            assert time.process_time() - parent_cpu < 0.05
             assert run(backend, [0], workfuncs.blas_threads, timeout=30).results == [1]
+            assert run(backend, [0], workfuncs.blas_product, timeout=30).results == [64.0]
         assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before  # parent as it was
 
     @pytest.mark.timeout(40)

@@ -102,6 +102,13 @@ def cpu_while_sleeping(seconds: float) -> float:
     return time.process_time() - started
 
 
+def blas_product(_: Any) -> float:
+    """One element of a 64 × 64 product of ones, computed by numpy's BLAS (64.0 when it works)."""
+    import numpy as np
+
+    return float((np.ones((64, 64)) @ np.ones((64, 64)))[0, 0])
+
+
 def _loaded_from(path: str) -> Any:
     """Record one unpickling of the function in ``path``; return the function (``square``)."""
     with open(path, "a") as record:

@@ -36,10 +36,12 @@ import os
 import pickle
 import signal
 import struct
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -168,21 +170,65 @@ def blas_above(blas_threads: int) -> ThreadpoolController | None:
     return None
 
 
-def _limit_blas(blas_threads: int | None) -> None:
+@dataclass(frozen=True)
+class ForkedBlas:
+    """Under fork: the parent's BLAS/OpenMP libraries above the workers' cap, found once for all children.
+
+    A forked child has the parent's libraries loaded at the same addresses, so the parent's
+    threadpoolctl controller works in it as it is: the child neither imports threadpoolctl nor
+    scans its libraries (measured: 10–12 ms of CPU in each new worker with NumPy loaded, while the
+    parent forks the next one on the same cores).
+
+    Attributes:
+        controller: the libraries to cap, or None when none runs above the cap.
+    """
+
+    controller: ThreadpoolController | None
+
+
+def forked_blas(blas_threads: int) -> ForkedBlas:
+    """What a child forked now inherits above ``blas_threads`` (call in the parent, just before forking)."""
+    return ForkedBlas(blas_above(blas_threads))
+
+
+def _limit_blas(blas_threads: int | None, forked: ForkedBlas | None = None) -> None:
     """Cap BLAS/OpenMP threads in this process: environment for libraries loaded later, threadpoolctl now.
 
-    Libraries already at the cap are left alone: setting OpenBLAS's thread count in a forked child
-    starts its thread pool, whose helper then spins for ~100 ms (measured: ~0.1 s of CPU while the
-    worker slept, in every new worker). The parent forks with its own libraries at the cap (see the
-    process backend), so under fork the children inherit it and set nothing.
+    Setting OpenBLAS's thread count restarts its thread pool when it is down, as it is in every
+    forked child (OpenBLAS shuts its threads down before each fork), and a restarted helper spins
+    ~100 ms before it sleeps (measured: ~0.1 s of CPU in every new worker, taken from the other
+    workers). So once OpenBLAS is capped here, its pool is shut down again
+    (:func:`_stop_openblas_threads`): at one thread OpenBLAS never restarts it, above one the first
+    call that uses threads does. Libraries at the cap already are left alone.
+
+    Args:
+        blas_threads: the cap, or None to leave everything alone.
+        forked: under fork, what the parent found (:func:`forked_blas`); None: look here.
     """
     if blas_threads is None:
         return
     for name in BLAS_ENV_VARS:
         os.environ[name] = str(blas_threads)
-    controller = blas_above(blas_threads)
-    if controller is not None:
-        controller.limit(limits=blas_threads)  # stays in force: never restored
+    controller = blas_above(blas_threads) if forked is None else forked.controller
+    if controller is None:
+        return
+    controller.limit(limits=blas_threads)  # stays in force: never restored
+    _stop_openblas_threads(controller)
+
+
+def _stop_openblas_threads(controller: ThreadpoolController) -> None:
+    """Shut down the thread pools of the OpenBLAS (pthreads) libraries ``controller`` holds.
+
+    ``blas_thread_shutdown_`` is the function OpenBLAS registers to run before every fork; it is
+    safe only while no other thread of the process is inside a BLAS call, which holds in a worker
+    that has not yet run a task. Builds that do not export it are left as they are.
+    """
+    for lib in controller.lib_controllers:
+        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", None) != "pthreads":
+            continue
+        shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _watch_parent() -> None:
@@ -297,7 +343,9 @@ class _Chunk:
         self.conn.send_bytes(message)
 
 
-def main(tasks: Connection, conn: Connection, slot: Any, blas_threads: int | None) -> None:
+def main(
+    tasks: Connection, conn: Connection, slot: Any, blas_threads: int | None, forked: ForkedBlas | None = None
+) -> None:
     """Serve chunks from ``tasks`` until told to stop or the parent goes away.
 
     Args:
@@ -305,9 +353,11 @@ def main(tasks: Connection, conn: Connection, slot: Any, blas_threads: int | Non
         conn: the write end of this worker's result pipe.
         slot: two shared int64 (see the module docstring).
         blas_threads: cap on BLAS/OpenMP threads for this worker's lifetime, or None.
+        forked: under fork, the parent's libraries above the cap (:func:`forked_blas`); None: this
+            worker looks for itself.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    _limit_blas(blas_threads)
+    _limit_blas(blas_threads, forked)
     _watch_parent()
     functions: dict[str, Callable[[Any], Any]] = {}
     conn.send_bytes(_frame(READY, 0, -1, os.getpid()))
@@ -335,9 +385,11 @@ def main(tasks: Connection, conn: Connection, slot: Any, blas_threads: int | Non
             if func is None:
                 if payload is None:
                     raise RuntimeError(f"worker {os.getpid()} was sent no function for key {key}")
+                n_modules = len(sys.modules)
                 func = pickle.loads(payload)
                 functions[key] = func
-                _limit_blas(blas_threads)  # the function's imports may have loaded a BLAS library
+                if len(sys.modules) != n_modules:  # its imports may have loaded a BLAS library
+                    _limit_blas(blas_threads)
             items = pickle.loads(view[CONTROL_LEN.size + control_len :])
         except BaseException as error:
             conn.send_bytes(_frame(CHUNK_ERROR, task_no, -1, encode_error(error)))

@@ -75,7 +75,6 @@ import struct
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -447,25 +446,6 @@ class _Waiter:
             self._selector.close()
 
 
-@contextlib.contextmanager
-def _blas_capped_for_fork(ctx: BaseContext, blas_threads: int | None) -> Iterator[None]:
-    """Under fork, hold this process's BLAS/OpenMP libraries at ``blas_threads`` while a worker forks.
-
-    The child then inherits the cap and need not set it (:func:`amorsize.run._worker._limit_blas`):
-    setting it there starts OpenBLAS's threads, one of which spins ~100 ms in every new worker. The
-    parent's own limits are back as they were when this returns. Nothing to do for spawn and
-    forkserver children (they start clean and read the environment) or without a cap.
-    """
-    controller = None
-    if blas_threads is not None and ctx.get_start_method() == "fork":
-        controller = _worker.blas_above(blas_threads)
-    if controller is None:
-        yield
-        return
-    with controller.limit(limits=blas_threads):
-        yield
-
-
 class _Pool:
     """All the state of one process backend, shared by the callers' threads and the manager thread.
 
@@ -490,10 +470,15 @@ class _Pool:
         self.untimed_wait = True  # the manager sleeps without a timeout: wake it for a timed chunk
         self.names = itertools.count()
         self.last_local: tuple[FunctionRef, bytes] | None = None
+        #: The first workers' view of the parent's BLAS libraries (looked up once for all of them);
+        #: workers started later look again, as the caller may have loaded libraries since.
+        self.starting_blas: _worker.ForkedBlas | None = None
         with self.lock:
             try:
+                self.starting_blas = self._forked_blas()
                 for _ in range(n_workers):
                     self._spawn_locked()
+                self.starting_blas = None
             except BaseException:
                 for worker in self.workers:
                     worker.proc.kill()
@@ -627,12 +612,11 @@ class _Pool:
             results_r, results_w = self.ctx.Pipe(duplex=False)
             proc = self.ctx.Process(  # type: ignore[attr-defined]
                 target=_worker.main,
-                args=(tasks_r, results_w, slot, self.blas_threads),
+                args=(tasks_r, results_w, slot, self.blas_threads, self._forked_blas()),
                 name=f"amorsize-worker-{next(self.names)}",
             )
             try:
-                with _blas_capped_for_fork(self.ctx, self.blas_threads):
-                    proc.start()
+                proc.start()
             except BaseException:
                 tasks_w.close()
                 results_r.close()
@@ -645,6 +629,14 @@ class _Pool:
             pidfd = _open_pidfd(proc, self.ctx.get_start_method())
         self.workers.append(_Worker(proc, tasks_w, results_r, slot, pidfd))
         self._wake_locked()
+
+    def _forked_blas(self) -> _worker.ForkedBlas | None:
+        """Under fork with a cap, the parent's libraries for the child (the first start's, while it lasts)."""
+        if self.blas_threads is None or self.ctx.get_start_method() != "fork":
+            return None
+        if self.starting_blas is not None:
+            return self.starting_blas
+        return _worker.forked_blas(self.blas_threads)
 
     def _replenish_locked(self) -> None:
         while not self.closed and not self.broken and len(self.workers) < self.n_workers:
