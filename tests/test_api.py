@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -348,6 +351,66 @@ class TestExecute:
         counts = execute(threads_now, range(8), executor="threads", n_jobs=2, chunksize=1)
         assert max(counts) <= max(1, (os.cpu_count() or 1) // 2)
         assert blas_threads_loaded() == before  # the limit ends with the run
+
+    @pytest.mark.timeout(60)
+    def test_threaded_blas_run_starts_without_openblas_spinning(self) -> None:
+        pytest.importorskip("numpy")
+        from threadpoolctl import threadpool_info
+
+        openblas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
+        if not openblas or openblas[0].get("threading_layer") != "pthreads" or openblas[0]["num_threads"] < 2:
+            pytest.skip("needs OpenBLAS (pthreads) running 2 or more threads")
+        # a fresh interpreter: this one may have threads (Dask's, from other tests) that keep the
+        # pool up, as they should
+        script = textwrap.dedent(
+            """
+            import time
+            import numpy
+            from amorsize.api import _blas_limited
+
+            def cpu_while_sleeping():
+                started = time.process_time()
+                time.sleep(0.06)
+                return time.process_time() - started
+
+            a = numpy.ones((400, 400))
+            a @ a  # uncapped: OpenBLAS's helper spins ~100 ms after it
+            spinning = cpu_while_sleeping()
+            a @ a
+            with _blas_limited(1):
+                quiet = cpu_while_sleeping()
+                assert float((a @ a)[0, 0]) == 400.0  # capped calls still work
+            assert float((a @ a)[0, 0]) == 400.0  # and uncapped ones after: the pool starts again
+            print(quiet, spinning)
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+        assert done.returncode == 0, done.stderr
+        quiet, spinning = map(float, done.stdout.split())
+        assert quiet < 0.02 <= spinning, (quiet, spinning)
+
+    def test_blas_pool_kept_while_another_thread_may_call_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        pytest.importorskip("numpy")
+        from threadpoolctl import threadpool_info
+
+        if max((i["num_threads"] for i in threadpool_info()), default=1) < 2:
+            pytest.skip("BLAS runs one thread here: nothing is limited")
+        import amorsize.api
+        from amorsize.run.backends.threads import only_caller_runs_user_code
+
+        stopped: list[int] = []
+        monkeypatch.setattr(amorsize.api, "stop_openblas_threads", lambda controller: stopped.append(1))
+        release = threading.Event()
+        other = threading.Thread(target=release.wait, name="user-thread", daemon=True)
+        other.start()
+        try:
+            assert not only_caller_runs_user_code()
+            with amorsize.api._blas_limited(1):
+                pass
+        finally:
+            release.set()
+            other.join()
+        assert stopped == []
 
     @pytest.mark.timeout(60)
     def test_second_run_reuses_the_pool(self) -> None:

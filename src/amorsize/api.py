@@ -40,7 +40,7 @@ from amorsize.errors import ConfigurationError
 from amorsize.measure.cluster import probe_cluster
 from amorsize.measure.identity import function_key, function_name
 from amorsize.measure.machine import machine_key, probe_machine
-from amorsize.measure.sampler import Sample, blas_threads_loaded, input_length, sample
+from amorsize.measure.sampler import Sample, blas_modules_loaded, input_length, sample
 from amorsize.report.text import explain
 from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy
 from amorsize.resilience.dlq import DeadLetterQueue
@@ -48,7 +48,9 @@ from amorsize.resilience.ratelimit import RateLimitPolicy
 from amorsize.resilience.retry import RetryPolicy
 from amorsize.resilience.session import OnErrorPolicy, Resilience
 from amorsize.results import Diagnostics, OptimizationResult, StreamingOptimizationResult
+from amorsize.run._worker import blas_above, stop_openblas_threads
 from amorsize.run.backend import Backend
+from amorsize.run.backends.threads import only_caller_runs_user_code
 from amorsize.run.hooks import ProgressBar, RunHooks
 from amorsize.run.pools import lease, warm_workers
 from amorsize.run.report import RunReport
@@ -385,13 +387,19 @@ def _blas_limited(limit: int | None) -> Iterator[None]:
     Threads share the process's BLAS pools: 2 threads × 2 OpenBLAS threads on 2 cores ran 250²
     matmuls ~2× slower than 2 × 1. Nothing is done when no such library is loaded or it already
     runs within the limit.
+
+    After the dry run's uncapped calls an OpenBLAS helper thread spins ~100 ms, taking a core from
+    the run (300 × 250² matmuls on 2 threads: 150–160 ms, 123–132 ms once it had stopped). When no
+    other thread can be inside a BLAS call (:func:`only_caller_runs_user_code`), its pool is shut
+    down as the run starts; OpenBLAS starts it again when a call needs it.
     """
-    if limit is None or blas_threads_loaded() <= limit:
+    controller = None if limit is None or not blas_modules_loaded() else blas_above(limit)
+    if controller is None:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=limit):
+    with controller.limit(limits=limit):
+        if only_caller_runs_user_code():
+            stop_openblas_threads(controller)
         yield
 
 

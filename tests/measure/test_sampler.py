@@ -402,7 +402,7 @@ class TestBlasProbe:
         # pure-Python item sampled right now would read a CPU ratio ~1.5. Let them settle.
         time.sleep(0.5)
 
-    def test_pure_python_items_do_not_read_the_loaded_libraries(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_pure_python_items_do_not_read_loaded_libraries(self, monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.importorskip("numpy")  # a BLAS library is loaded: reading it costs 0.4–8 ms
         calls: list[int] = []
         real = sampler_module.blas_threads_loaded

@@ -198,7 +198,7 @@ def _limit_blas(blas_threads: int | None, forked: ForkedBlas | None = None) -> N
     forked child (OpenBLAS shuts its threads down before each fork), and a restarted helper spins
     ~100 ms before it sleeps (measured: ~0.1 s of CPU in every new worker, taken from the other
     workers). So once OpenBLAS is capped here, its pool is shut down again
-    (:func:`_stop_openblas_threads`): at one thread OpenBLAS never restarts it, above one the first
+    (:func:`stop_openblas_threads`): at one thread OpenBLAS never restarts it, above one the first
     call that uses threads does. Libraries at the cap already are left alone.
 
     Args:
@@ -213,15 +213,17 @@ def _limit_blas(blas_threads: int | None, forked: ForkedBlas | None = None) -> N
     if controller is None:
         return
     controller.limit(limits=blas_threads)  # stays in force: never restored
-    _stop_openblas_threads(controller)
+    stop_openblas_threads(controller)
 
 
-def _stop_openblas_threads(controller: ThreadpoolController) -> None:
+def stop_openblas_threads(controller: ThreadpoolController) -> None:
     """Shut down the thread pools of the OpenBLAS (pthreads) libraries ``controller`` holds.
 
     ``blas_thread_shutdown_`` is the function OpenBLAS registers to run before every fork; it is
     safe only while no other thread of the process is inside a BLAS call, which holds in a worker
-    that has not yet run a task. Builds that do not export it are left as they are.
+    that has not yet run a task (and see :func:`amorsize.run.backends.threads.only_caller_runs_user_code`).
+    OpenBLAS starts the pool again when a call needs threads. Builds that do not export it are
+    left as they are.
     """
     for lib in controller.lib_controllers:
         if lib.internal_api != "openblas" or getattr(lib, "threading_layer", None) != "pthreads":
