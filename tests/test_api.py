@@ -396,15 +396,15 @@ class TestExecute:
         if max((i["num_threads"] for i in threadpool_info()), default=1) < 2:
             pytest.skip("BLAS runs one thread here: nothing is limited")
         import amorsize.api
-        from amorsize.run.backends.threads import only_caller_runs_user_code
+        from amorsize import _native
 
         stopped: list[int] = []
-        monkeypatch.setattr(amorsize.api, "stop_openblas_threads", lambda controller: stopped.append(1))
+        monkeypatch.setattr(_native, "stop_openblas_threads", lambda controller: stopped.append(1))
         release = threading.Event()
         other = threading.Thread(target=release.wait, name="user-thread", daemon=True)
         other.start()
         try:
-            assert not only_caller_runs_user_code()
+            assert not _native.only_caller_runs_user_code()
             with amorsize.api._blas_limited(1):
                 pass
         finally:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from amorsize._native import blas_above, quiet_openblas
 from amorsize.core.calibration import (
     Correction,
     apply_correction,
@@ -48,9 +49,7 @@ from amorsize.resilience.ratelimit import RateLimitPolicy
 from amorsize.resilience.retry import RetryPolicy
 from amorsize.resilience.session import OnErrorPolicy, Resilience
 from amorsize.results import Diagnostics, OptimizationResult, StreamingOptimizationResult
-from amorsize.run._worker import blas_above, stop_openblas_threads
 from amorsize.run.backend import Backend
-from amorsize.run.backends.threads import only_caller_runs_user_code
 from amorsize.run.hooks import ProgressBar, RunHooks
 from amorsize.run.pools import lease, warm_workers
 from amorsize.run.report import RunReport
@@ -390,7 +389,7 @@ def _blas_limited(limit: int | None) -> Iterator[None]:
 
     After the dry run's uncapped calls an OpenBLAS helper thread spins ~100 ms, taking a core from
     the run (300 × 250² matmuls on 2 threads: 150–160 ms, 123–132 ms once it had stopped). When no
-    other thread can be inside a BLAS call (:func:`only_caller_runs_user_code`), its pool is shut
+    other thread can be inside a BLAS call (:func:`~amorsize._native.quiet_openblas`), its pool is shut
     down as the run starts; OpenBLAS starts it again when a call needs it.
     """
     controller = None if limit is None or not blas_modules_loaded() else blas_above(limit)
@@ -398,8 +397,7 @@ def _blas_limited(limit: int | None) -> Iterator[None]:
         yield
         return
     with controller.limit(limits=limit):
-        if only_caller_runs_user_code():
-            stop_openblas_threads(controller)
+        quiet_openblas(controller)
         yield
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -401,6 +404,55 @@ class TestBlasProbe:
         # OpenBLAS threads spin for a while after a call, and the process CPU clock counts them: a
         # pure-Python item sampled right now would read a CPU ratio ~1.5. Let them settle.
         time.sleep(0.5)
+
+    @pytest.mark.timeout(60)
+    def test_capped_probe_runs_on_two_threads_once_openblas_is_quiet(self) -> None:
+        pytest.importorskip("numpy")
+        if sampler_module.blas_threads_loaded() <= 1:
+            pytest.skip("BLAS runs one thread here: nothing to cap")
+        # a fresh interpreter: threads other tests left here keep the probe in one thread (next test)
+        script = textwrap.dedent(
+            """
+            import threading
+            import numpy as np
+            from amorsize.measure.sampler import sample
+
+            def matmul(seed):
+                a = np.random.default_rng(seed).random((300, 300))
+                return threading.get_ident(), float((a @ a).trace())
+
+            for _ in range(3):  # the CPU clock must see both BLAS threads busy: best of three
+                s = sample(matmul, range(2000))
+                if s.profile.capped_duration is not None:
+                    print(len({ident for ident, _ in s.results}))
+                    break
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["3"]  # the serial phase's thread and the probe's two
+
+    def test_capped_probe_stays_in_the_calling_thread_while_another_may_call_blas(self) -> None:
+        np = pytest.importorskip("numpy")
+        if sampler_module.blas_threads_loaded() <= 1:
+            pytest.skip("BLAS runs one thread here: nothing to cap")
+
+        def matmul(seed: int) -> tuple[int, float]:
+            a = np.random.default_rng(seed).random((300, 300))
+            return threading.get_ident(), float((a @ a).trace())
+
+        release = threading.Event()
+        other = threading.Thread(target=release.wait, name="user-thread", daemon=True)
+        other.start()
+        try:
+            samples = [sample(matmul, range(2000)) for _ in range(3)]
+        finally:
+            release.set()
+            other.join()
+        capped = [s for s in samples if s.profile.capped_duration is not None]
+        assert capped, [s.profile.cpu_ratio for s in samples]
+        assert all({ident for ident, _ in s.results} == {threading.get_ident()} for s in capped)
+        time.sleep(0.5)  # let OpenBLAS's helper stop spinning (see the test above)
 
     def test_pure_python_items_do_not_read_loaded_libraries(self, monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.importorskip("numpy")  # a BLAS library is loaded: reading it costs 0.4–8 ms

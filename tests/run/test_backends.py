@@ -34,7 +34,7 @@ from amorsize.run import pools  # noqa: E402
 from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask, FunctionRef  # noqa: E402
 from amorsize.run.backends.processes import ProcessBackend, RemoteError, RemoteTraceback  # noqa: E402
 from amorsize.run.backends.serial import SerialBackend  # noqa: E402
-from amorsize.run.backends.threads import ThreadBackend, only_caller_runs_user_code  # noqa: E402
+from amorsize.run.backends.threads import ThreadBackend  # noqa: E402
 
 KINDS = ("serial", "threads", "processes")
 
@@ -492,49 +492,6 @@ class TestTimeouts:
             assert outcome.n_done == 2 and outcome.results == [1, None]
             assert isinstance(outcome.failures[0].error, ItemTimeoutError)
             assert outcome.failures[0].index == 61
-
-
-class TestOnlyCallerRunsUserCode:
-    """``only_caller_runs_user_code``: the guard before a BLAS thread pool is shut down."""
-
-    @pytest.mark.timeout(30)
-    def test_running_and_abandoned_thread_chunks_count(self) -> None:
-        from amorsize.run.backends import threads
-
-        before = threads._running  # items abandoned by earlier tests may still be running
-        release = threading.Event()
-        seen: list[bool] = []
-
-        def hold(x: int) -> int:
-            seen.append(only_caller_runs_user_code())  # asked from an Amorsize worker thread
-            release.wait(10)
-            return x
-
-        with ThreadBackend(1) as backend:
-            future = backend.submit(ChunkTask(0, 0, [1], FunctionRef.local(hold)))
-            assert wait_until(lambda: bool(seen))
-            assert seen == [False]
-            assert threads._running == before + 1 and not only_caller_runs_user_code()
-            backend.abort()  # the thread is abandoned: its item runs on
-            with pytest.raises(CancelledError):
-                future.result(5)
-            assert threads._running == before + 1 and not only_caller_runs_user_code()
-            release.set()
-            assert wait_until(lambda: threads._running <= before)  # the item returned
-        main = threading.main_thread()
-        if before == 0 and all(t is main or t.name.startswith("amorsize-") for t in threading.enumerate()):
-            assert only_caller_runs_user_code()
-
-    @pytest.mark.timeout(30)
-    def test_a_thread_started_elsewhere_counts(self) -> None:
-        release = threading.Event()
-        other = threading.Thread(target=release.wait, name="user-thread", daemon=True)
-        other.start()
-        try:
-            assert not only_caller_runs_user_code()
-        finally:
-            release.set()
-            other.join()
 
 
 class TestAbort:

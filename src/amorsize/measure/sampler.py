@@ -50,6 +50,7 @@ from typing import Any
 
 import cloudpickle
 
+from amorsize._native import quiet_openblas
 from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import GilCanary, free_threaded
@@ -688,6 +689,59 @@ def _blas_cap(measured: _Measured, loaded_blas_threads: int) -> int | None:
     return max(1, usable_cores() // 2)
 
 
+def _on_threads(
+    func: Callable[[Any], Any], items: list[Any], n_threads: int, first_index: int, clock: Callable[[], float]
+) -> tuple[list[Any], list[float], list[float], float]:
+    """Run ``items`` on ``n_threads`` threads at once (item k on thread k mod n), each item timed.
+
+    One thread is this one: the items then run one by one here.
+
+    Returns:
+        The results, each item's wall and CPU (thread) seconds, and the wall time of the whole run
+        (its clock starts when every thread is ready).
+
+    Raises:
+        SamplingError: an item raised (the first by position; ``first_index`` is ``items[0]``'s).
+    """
+    shares = [range(t, len(items), n_threads) for t in range(n_threads)]
+    results: list[Any] = [None] * len(items)
+    walls = [0.0] * len(items)
+    cpus = [0.0] * len(items)
+    errors: list[tuple[int, Exception]] = []
+    # the workers and this thread: the clock starts with the work
+    barrier = threading.Barrier(n_threads + 1 if n_threads > 1 else 1)
+
+    def work(positions: range) -> None:
+        barrier.wait()
+        for position in positions:
+            started_cpu = time.thread_time()
+            started = clock()
+            try:
+                results[position] = func(items[position])
+            except Exception as error:
+                errors.append((position, error))
+                return
+            walls[position] = clock() - started
+            cpus[position] = time.thread_time() - started_cpu
+
+    if n_threads == 1:
+        start = clock()
+        work(shares[0])
+    else:
+        threads = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        start = clock()
+        for thread in threads:
+            thread.join()
+    wall = clock() - start
+    if errors:
+        position, error = min(errors, key=lambda pair: pair[0])
+        raise SamplingError(first_index + position, error) from error
+    return results, walls, cpus, wall
+
+
 def _capped_probe(
     func: Callable[[Any], Any],
     iterator: Iterator[Any],
@@ -696,34 +750,37 @@ def _capped_probe(
     window: float,
     blas_cap: int,
 ) -> tuple[float, int, float | None, int] | None:
-    """BLAS-bound items timed one by one in this thread under ``blas_cap``, as a run's workers get them.
+    """BLAS-bound items timed under ``blas_cap``, on two threads as a run's workers get them when possible.
 
-    Not on two threads: right after the serial phase's uncapped calls OpenBLAS keeps a helper
-    thread spinning for ~100 ms (104–108 ms of CPU measured), and two capped threads then read
-    2.0–2.3 ms per 250² matmul where 0.3 s later they read 1.0–1.1 ms; one capped thread reads
-    1.2–1.7 ms either way. The items run serially for about ``window`` seconds (C code does not warm
-    up like the interpreter: the serial phase stays the uncapped reference).
+    Right after the serial phase's uncapped calls OpenBLAS keeps a helper thread spinning ~100 ms
+    (104–108 ms of CPU measured): two capped threads then read 2.0–2.3 ms per 250² matmul where
+    0.3 s later they read 1.0–1.1 ms. So the helper is stopped first
+    (:func:`~amorsize._native.quiet_openblas`), and the items run on two threads; where it cannot
+    be stopped (another thread may be calling BLAS) they run one by one in this thread, which reads
+    1.2–1.6 ms either way but is pessimistic for the run (two threads did 300 such items in
+    127–129 ms: 0.85 ms per item and thread). The items run for about ``window`` seconds (C code
+    does not warm up like the interpreter: the serial phase stays the uncapped reference).
 
     Returns:
         ``(two-thread speedup if nothing else is shared, 2, capped seconds per item, blas_cap)``, or
         None when no item was left.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
 
     mean = statistics.fmean(measured.durations)
-    count = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(window / max(mean, 1e-9))))
-    items = list(itertools.islice(iterator, count))
-    if not items:
-        return None
-    first_index = len(measured.items)
-    walls: list[float] = []
-    with threadpool_limits(limits=blas_cap):
-        for offset, item in enumerate(items):
-            started = clock()
-            measured.results.append(_call(func, item, first_index + offset, measured))
-            measured.items.append(item)
-            walls.append(clock() - started)
-    capped = statistics.fmean(walls)
+    controller = ThreadpoolController()
+    with controller.limit(limits=blas_cap):
+        threads = 2 if quiet_openblas(controller) else 1
+        per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(window / max(mean, 1e-9))))
+        items = list(itertools.islice(iterator, threads * per_thread))
+        if not items:
+            return None
+        results, walls, _, _ = _on_threads(func, items, threads, len(measured.items), clock)
+    measured.items.extend(items)
+    measured.results.extend(results)
+    # each thread's first item pays for the thread's first BLAS call (2.3–4.6 ms where the next
+    # ones took ~1 ms): left out when each thread ran a few
+    capped = statistics.fmean(walls[threads:] if len(walls) >= 3 * threads else walls)
     if capped <= 0:
         return None
     return 2.0 * mean / capped, 2, capped, blas_cap
@@ -751,9 +808,10 @@ def _thread_probe(
     and up to :data:`WAIT_PROBE_THREADS` threads run about :data:`WAIT_PROBE_SECONDS` of items each;
     when they overlap well their per-item times join the measured samples.
 
-    BLAS-bound work (``blas_cap`` from :func:`_blas_cap`, None for waiting work): items run one by
-    one in this thread with BLAS/OpenMP capped, as a run's workers get them (:func:`_capped_probe`);
-    the reference stays uncapped (as a serial run), and their time per item is the capped duration.
+    BLAS-bound work (``blas_cap`` from :func:`_blas_cap`, None for waiting work): items run on two
+    threads (or one by one) with BLAS/OpenMP capped, as a run's workers get them
+    (:func:`_capped_probe`); the reference stays uncapped (as a serial run), and their time per
+    item is the capped duration.
 
     Every item run is appended to ``measured`` (the serial ones as timed samples).
 
@@ -786,37 +844,7 @@ def _thread_probe(
             measured.items.append(item)
             measured.results.append(_call(func, item, first_index + offset, measured))
         return None
-    shares = [range(t, len(items), n_threads) for t in range(n_threads)]
-    results: list[Any] = [None] * len(items)
-    walls = [0.0] * len(items)
-    cpus = [0.0] * len(items)
-    errors: list[tuple[int, Exception]] = []
-    barrier = threading.Barrier(n_threads + 1)  # the workers and this thread: the clock starts with the work
-
-    def work(positions: range) -> None:
-        barrier.wait()
-        for position in positions:
-            started_cpu = time.thread_time()
-            started = clock()
-            try:
-                results[position] = func(items[position])
-            except Exception as error:
-                errors.append((position, error))
-                return
-            walls[position] = clock() - started
-            cpus[position] = time.thread_time() - started_cpu
-
-    threads = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = clock()
-    for thread in threads:
-        thread.join()
-    wall = clock() - start
-    if errors:
-        position, error = min(errors, key=lambda pair: pair[0])
-        raise SamplingError(first_index + position, error) from error
+    results, walls, cpus, wall = _on_threads(func, items, n_threads, first_index, clock)
     if wall <= 0:
         return None
     speedup = len(items) * statistics.fmean(reference) / wall

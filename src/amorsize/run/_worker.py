@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from amorsize._native import blas_above, stop_openblas_threads
+
 if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController
 
@@ -156,20 +158,6 @@ def _unpicklable_result(index: int, result: Any, error: BaseException) -> pickle
     return failure
 
 
-def blas_above(blas_threads: int) -> ThreadpoolController | None:
-    """This process's BLAS/OpenMP libraries, when one of them runs more than ``blas_threads`` threads.
-
-    Returns:
-        A threadpoolctl controller to limit them with, or None when every one is at the cap already.
-    """
-    from threadpoolctl import ThreadpoolController
-
-    controller = ThreadpoolController()
-    if any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
-        return controller
-    return None
-
-
 @dataclass(frozen=True)
 class ForkedBlas:
     """Under fork: the parent's BLAS/OpenMP libraries above the workers' cap, found once for all children.
@@ -198,8 +186,8 @@ def _limit_blas(blas_threads: int | None, forked: ForkedBlas | None = None) -> N
     forked child (OpenBLAS shuts its threads down before each fork), and a restarted helper spins
     ~100 ms before it sleeps (measured: ~0.1 s of CPU in every new worker, taken from the other
     workers). So once OpenBLAS is capped here, its pool is shut down again
-    (:func:`stop_openblas_threads`): at one thread OpenBLAS never restarts it, above one the first
-    call that uses threads does. Libraries at the cap already are left alone.
+    (:func:`~amorsize._native.stop_openblas_threads`): at one thread OpenBLAS never restarts it,
+    above one the first call that uses threads does. Libraries at the cap already are left alone.
 
     Args:
         blas_threads: the cap, or None to leave everything alone.
@@ -214,23 +202,6 @@ def _limit_blas(blas_threads: int | None, forked: ForkedBlas | None = None) -> N
         return
     controller.limit(limits=blas_threads)  # stays in force: never restored
     stop_openblas_threads(controller)
-
-
-def stop_openblas_threads(controller: ThreadpoolController) -> None:
-    """Shut down the thread pools of the OpenBLAS (pthreads) libraries ``controller`` holds.
-
-    ``blas_thread_shutdown_`` is the function OpenBLAS registers to run before every fork; it is
-    safe only while no other thread of the process is inside a BLAS call, which holds in a worker
-    that has not yet run a task (and see :func:`amorsize.run.backends.threads.only_caller_runs_user_code`).
-    OpenBLAS starts the pool again when a call needs threads. Builds that do not export it are
-    left as they are.
-    """
-    for lib in controller.lib_controllers:
-        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", None) != "pthreads":
-            continue
-        shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None)
-        if shutdown is not None:
-            shutdown()
 
 
 def _watch_parent() -> None:

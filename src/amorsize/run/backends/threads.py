@@ -30,12 +30,13 @@ from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from amorsize._closing import ClosingContext
+from amorsize._native import running_user_code
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError, ItemTimeoutError
 from amorsize.run.backend import ChunkOutcome, ChunkTask, ItemFailure
 from amorsize.run.backends.serial import format_failure
 
-__all__ = ["ThreadBackend", "only_caller_runs_user_code"]
+__all__ = ["ThreadBackend"]
 
 #: Seconds between two checks of the watchdog while a chunk with a timeout runs. The contract asks
 #: for timeouts to be noticed within ~0.1 s; 0.05 s costs ~20 wake-ups per second, only while
@@ -45,46 +46,6 @@ WATCH_INTERVAL = 0.05
 #: Seconds ``close()`` waits for idle threads to exit; they exit within microseconds of being told,
 #: so this only bounds the wait when one is still busy in an item (it is abandoned, being daemon).
 CLOSE_JOIN_TIMEOUT = 0.5
-
-
-#: Chunks running now in the threads of every :class:`ThreadBackend` of this process, abandoned
-#: ones included (their items run on until they return).
-_running = 0
-_running_lock = threading.Lock()
-
-#: Threads Amorsize starts that never call user code (an idle thread backend's threads wait for a
-#: chunk: :data:`_running` counts those that run one).
-_NO_USER_CODE = (
-    "amorsize-process-manager",
-    "amorsize-sender-",
-    "amorsize-thread-watchdog",
-    "amorsize-thread:",
-    "amorsize-gil-canary",
-    "amorsize-calibrate",
-    "amorsize-dask-manager",
-)
-
-#: Plumbing threads of process executors (``concurrent.futures`` and loky's manager thread, a
-#: ``multiprocessing`` queue's feeder): they move pickles and processes and call no user code,
-#: save a future's done-callbacks. A joblib call leaves loky's alive for its next call.
-_PLUMBING = ("ExecutorManagerThread", "QueueFeederThread")
-
-
-def only_caller_runs_user_code() -> bool:
-    """True when no thread of this process but the caller can be running user code right now.
-
-    The caller is not an Amorsize thread, every other live Python thread is one of Amorsize's that
-    never call user code (or a process executor's plumbing, :data:`_PLUMBING`), and no chunk runs
-    in a thread backend. Native threads that Python does not know of are not seen.
-    """
-    current = threading.current_thread()
-    if current.name.startswith(_NO_USER_CODE):
-        return False
-    for thread in threading.enumerate():
-        if thread is not current and not thread.name.startswith((*_NO_USER_CODE, *_PLUMBING)):
-            return False
-    with _running_lock:
-        return _running == 0
 
 
 class _Job:
@@ -281,15 +242,9 @@ class ThreadBackend(ClosingContext):
 
     def _work(self, worker: _Worker) -> None:
         """A worker thread's loop (runs without the lock)."""
-        global _running
         while (job := self._next_job(worker)) is not None:
-            with _running_lock:
-                _running += 1
-            try:
+            with running_user_code():
                 outcome = self._run(job, worker)
-            finally:
-                with _running_lock:
-                    _running -= 1
             if outcome is not None:
                 job.future.set_result(outcome)
 

@@ -1,0 +1,128 @@
+"""The native thread pools of this process (BLAS/OpenMP): what runs above a cap, and OpenBLAS's helper.
+
+Shared by the dry run (:mod:`amorsize.measure.sampler`), the API's threaded runs and the process
+workers (:mod:`amorsize.run._worker`); light to import (threadpoolctl is imported when used).
+
+OpenBLAS (pthreads) keeps a helper thread spinning ~100 ms after every call it ran on several
+threads, and after its pool was shut down (as before every fork) it starts the pool again when its
+thread count is next set. A spinning helper takes a core from whatever runs next: a threaded run,
+a probe, a new worker. :func:`stop_openblas_threads` shuts the pool down; it is safe only while no
+other thread is inside a BLAS call, which :func:`only_caller_runs_user_code` checks for the threads
+Python knows of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
+
+__all__ = [
+    "blas_above",
+    "only_caller_runs_user_code",
+    "quiet_openblas",
+    "running_user_code",
+    "stop_openblas_threads",
+]
+
+#: Threads Amorsize starts that never call user code (an idle thread backend's threads wait for a
+#: chunk; :func:`running_user_code` counts those that run one).
+_NO_USER_CODE = (
+    "amorsize-process-manager",
+    "amorsize-sender-",
+    "amorsize-thread-watchdog",
+    "amorsize-thread:",
+    "amorsize-gil-canary",
+    "amorsize-calibrate",
+    "amorsize-dask-manager",
+)
+
+#: Plumbing threads of process executors (``concurrent.futures`` and loky's manager thread, a
+#: ``multiprocessing`` queue's feeder): they move pickles and processes and call no user code,
+#: save a future's done-callbacks. A joblib call leaves loky's alive for its next call.
+_PLUMBING = ("ExecutorManagerThread", "QueueFeederThread")
+
+#: Chunks of user code running now in Amorsize's threads (every thread backend of this process),
+#: abandoned ones included: their items run on until they return.
+_running = 0
+_running_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def running_user_code() -> Iterator[None]:
+    """Count the calling Amorsize thread as running user code for the ``with`` block."""
+    global _running
+    with _running_lock:
+        _running += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running -= 1
+
+
+def only_caller_runs_user_code() -> bool:
+    """True when no thread of this process but the caller can be running user code right now.
+
+    The caller is not an Amorsize thread, every other live Python thread is one of Amorsize's that
+    never call user code (or a process executor's plumbing, :data:`_PLUMBING`), and no Amorsize
+    thread runs a chunk (:func:`running_user_code`). Native threads that Python does not know of
+    are not seen.
+    """
+    current = threading.current_thread()
+    if current.name.startswith(_NO_USER_CODE):
+        return False
+    for thread in threading.enumerate():
+        if thread is not current and not thread.name.startswith((*_NO_USER_CODE, *_PLUMBING)):
+            return False
+    with _running_lock:
+        return _running == 0
+
+
+def blas_above(blas_threads: int) -> ThreadpoolController | None:
+    """This process's BLAS/OpenMP libraries, when one of them runs more than ``blas_threads`` threads.
+
+    Returns:
+        A threadpoolctl controller to limit them with, or None when every one is at the cap already.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    if any(lib.num_threads > blas_threads for lib in controller.lib_controllers):
+        return controller
+    return None
+
+
+def stop_openblas_threads(controller: ThreadpoolController) -> None:
+    """Shut down the thread pools of the OpenBLAS (pthreads) libraries ``controller`` holds.
+
+    ``blas_thread_shutdown_`` is the function OpenBLAS registers to run before every fork; it is
+    safe only while no other thread of the process is inside a BLAS call: in a worker that has not
+    yet run a task, or where :func:`only_caller_runs_user_code` (see :func:`quiet_openblas`).
+    OpenBLAS starts the pool again when a call needs threads. Builds that do not export it are
+    left as they are.
+    """
+    for lib in controller.lib_controllers:
+        if lib.internal_api != "openblas" or getattr(lib, "threading_layer", None) != "pthreads":
+            continue
+        shutdown = getattr(lib.dynlib, "blas_thread_shutdown_", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def quiet_openblas(controller: ThreadpoolController) -> bool:
+    """Stop OpenBLAS's spinning helper (:func:`stop_openblas_threads`) if no other thread can call BLAS.
+
+    Call it with the libraries capped, so that the pool is not needed until the cap is lifted.
+
+    Returns:
+        Whether the pools were shut down.
+    """
+    if not only_caller_runs_user_code():
+        return False
+    stop_openblas_threads(controller)
+    return True
