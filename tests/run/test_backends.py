@@ -29,6 +29,8 @@ if str(HERE) not in sys.path:  # spawned workers import the test functions from 
 
 import workfuncs  # noqa: E402
 
+from amorsize import _native  # noqa: E402
+from amorsize._native import only_caller_runs_user_code  # noqa: E402
 from amorsize.errors import ItemTimeoutError, WorkerDiedError  # noqa: E402
 from amorsize.run import pools  # noqa: E402
 from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask, FunctionRef  # noqa: E402
@@ -492,6 +494,36 @@ class TestTimeouts:
             assert outcome.n_done == 2 and outcome.results == [1, None]
             assert isinstance(outcome.failures[0].error, ItemTimeoutError)
             assert outcome.failures[0].index == 61
+
+
+class TestRunningUserCode:
+    """A thread backend counts the chunks it runs for ``amorsize._native.only_caller_runs_user_code``."""
+
+    @pytest.mark.timeout(30)
+    def test_running_and_abandoned_thread_chunks_count(self) -> None:
+        before = _native._running  # items abandoned by earlier tests may still be running
+        release = threading.Event()
+        seen: list[bool] = []
+
+        def hold(x: int) -> int:
+            seen.append(only_caller_runs_user_code())  # asked from an Amorsize worker thread
+            release.wait(10)
+            return x
+
+        with ThreadBackend(1) as backend:
+            future = backend.submit(ChunkTask(0, 0, [1], FunctionRef.local(hold)))
+            assert wait_until(lambda: bool(seen))
+            assert seen == [False]
+            assert _native._running == before + 1 and not only_caller_runs_user_code()
+            backend.abort()  # the thread is abandoned: its item runs on
+            with pytest.raises(CancelledError):
+                future.result(5)
+            assert _native._running == before + 1 and not only_caller_runs_user_code()
+            release.set()
+            assert wait_until(lambda: _native._running <= before)  # the item returned
+        main = threading.main_thread()
+        if before == 0 and all(t is main or t.name.startswith("amorsize-") for t in threading.enumerate()):
+            assert only_caller_runs_user_code()
 
 
 class TestAbort:
