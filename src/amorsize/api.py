@@ -623,9 +623,11 @@ CALIBRATION_RUNS = 200
 
 
 #: The correction is estimated again once this fraction of the runs it was estimated from have been
-#: added (every run while the history is short): reading and fitting 200 runs costs ~10 ms, a fifth
-#: of the whole analysis of a small job, and one more run barely moves a median.
-CALIBRATION_REFRESH = 0.05
+#: added (every run while the history is short): reading and fitting 200 runs and keeping the result
+#: costs 3–13 ms, more than the rest of a small job's analysis (a 60 ms serial job in the suite:
+#: ~5 ms), and a few dozen more runs barely move a median of 200. At 0.05 a refit came every ~10
+#: runs, which put it in one of every few suite workloads' timings.
+CALIBRATION_REFRESH = 0.25
 
 #: (store path, machine key) → (newest run id, rows used, the correction estimated from them).
 _corrections: dict[tuple[str, str], tuple[int, int, Correction]] = {}

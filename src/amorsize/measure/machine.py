@@ -25,6 +25,7 @@ workers also re-import the main module)::
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -476,7 +477,9 @@ def calibrate(start_method: str, *, reply_timeout: float = REPLY_TIMEOUT) -> Mac
 # -- the probe -----------------------------------------------------------------------------------
 
 
+@functools.cache
 def _cpu_model() -> str:
+    """The CPU's model name (read once per process: ``/proc/cpuinfo`` on Linux)."""
     if sys.platform.startswith("linux"):
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
