@@ -388,7 +388,7 @@ def _blas_limited(limit: int | None) -> Iterator[None]:
     runs within the limit.
 
     After the dry run's uncapped calls an OpenBLAS helper thread spins ~100 ms, taking a core from
-    the run (300 × 250² matmuls on 2 threads: 150–160 ms, 123–132 ms once it had stopped). When no
+    the run (300 × 250² matmuls on 2 threads: 147–176 ms, 114–137 ms once it had stopped). When no
     other thread can be inside a BLAS call (:func:`~amorsize._native.quiet_openblas`), its pool is shut
     down as the run starts; OpenBLAS starts it again when a call needs it.
     """
@@ -405,7 +405,7 @@ def _quiet_blas() -> None:
     """Stop this process's spinning OpenBLAS helper before a process run, when no other thread can call BLAS.
 
     The workers compute; a helper left spinning by the dry run's uncapped calls took a core from
-    them: 300 × 250² matmuls on a warm pool of 2 processes ran 190–214 ms, 169–170 ms with it
+    them: 300 × 250² matmuls on a warm pool of 2 processes ran 190–214 ms, 169–174 ms with it
     stopped. A fork does the same (OpenBLAS shuts its threads down before each fork); the next call
     here that needs threads starts them again.
     """

@@ -940,8 +940,8 @@ def sample(
     if total is not None:
         probe_budget = min(probe_budget, PROBE_FRACTION * mean * (total - n_serial) / 3)
     # Computing work the canary has read needs no probe, unless it uses BLAS (the time per item
-    # under a worker's cap is measured, one item at a time); waiting work is probed wide (how far
-    # it overlaps).
+    # under a worker's cap is measured: _capped_probe); waiting work is probed wide (how far it
+    # overlaps).
     waiting = n_serial > 0 and _waiting(measured)
     # Only items that used clearly more CPU than wall time ran on several threads of a library
     # (process CPU includes the canary's: 10 µs items read up to ~1.1); reading the loaded
