@@ -175,6 +175,38 @@ class TestPickling:
         assert s.profile.pickle_method == "cloudpickle"
         assert s.profile.mean_input_bytes > 4  # each item pickled alone: sizes from the fallback
 
+    @pytest.mark.parametrize(
+        "obj",
+        [
+            b"x" * 3_000_000,
+            [bytes([i]) * 100_000 for i in range(30)],
+            [float(i) for i in range(261)],
+            [{"a": i, "b": str(i)} for i in range(500)],
+            "é" * 70_000,
+            (1, None, [2.5], {"k": b"v"}),
+        ],
+    )
+    def test_pickled_size_is_the_length_of_the_pickle(self, obj: Any) -> None:
+        assert sampler_module._pickled_size(obj) == len(pickle.dumps(obj, protocol=5))
+
+    def test_large_items_sizes_counted_and_pickling_timed_on_the_first(self) -> None:
+        # 24 MB of items: every size is counted, the round trip is timed on the first ~1 MB only
+        items = [bytes([i]) * 1_000_000 for i in range(24)]
+        results = [len(item) for item in items]
+        ticks: list[float] = []
+
+        def clock() -> float:
+            ticks.append(time.perf_counter())
+            return ticks[-1]
+
+        listed = sampler_module._list_pickles(items, results, clock)
+        assert listed is not None
+        items_size, results_size, per_item = listed
+        assert items_size == len(pickle.dumps(items, protocol=5))
+        assert results_size == len(pickle.dumps(results, protocol=5))
+        assert len(ticks) == 2 and per_item > 0  # one timed round trip, scaled to all 24 items
+        assert sampler_module._list_pickles([1, lambda: 0], [1, 2], clock) is None  # needs cloudpickle
+
 
 class TestAdaptiveSampling:
     def test_heavy_items_stop_after_one(self) -> None:
