@@ -16,7 +16,7 @@ For each workload (``suite_workloads.py``)::
     phase 1 rounds ── execute (cold: amorsize's pools shut down first; dry run and planning included),
       (`repeat`,        Pool() .map defaults (inside ``with``), joblib Parallel(n_jobs=-1) (cold: loky's
        order shuffled,  executor shut down), serial, and the finalists; oracle best = the lowest median
-       a 0.1 s pause    of serial and the finalists
+       a 0.1 s pause    of serial and the finalists; entries under 0.2 s get 9 rounds in all
        before each)
     phase 2 rounds ── after all workloads: execute with the machine corrected from the history of every
                         phase-1 execute run (core.calibration), execute forced to the oracle's best plan
@@ -316,6 +316,8 @@ def _rounds(
 ) -> dict[str, list[float]]:
     """Time every entry of ``timers`` ``repeat`` times, in a new order each round; fresh data each time.
 
+    Entries faster than :data:`SHORT_SECONDS` get more rounds (:data:`SHORT_ROUNDS` in all).
+
     The order is shuffled (seeded by the round), not rotated: rotating keeps every entry behind the
     same neighbour, and what a run inherits from its predecessor (a thread pool's 200 MB of freed
     results made any following run of large-output take ~0.58 s instead of ~0.45 s) then biases one
@@ -330,7 +332,23 @@ def _rounds(
             data = make_data()
             _settle()
             times[name].append(timers[name](data))
+    # Short timings swing most: more rounds for the entries whose median is under SHORT_SECONDS.
+    short = [name for name in names if statistics.median(times[name]) < SHORT_SECONDS]
+    for round_ in range(repeat, SHORT_ROUNDS if repeat > 1 else repeat):
+        random.Random(round_).shuffle(short)
+        for name in short:
+            data = make_data()
+            _settle()
+            times[name].append(timers[name](data))
     return times
+
+
+#: Timings whose median over the first rounds is under this many seconds get rounds up to
+#: :data:`SHORT_ROUNDS` (not with ``--quick``): the same serial loop over 1M × x*x took 0.045 to
+#: 0.085 s within one suite run, and a median of three then decided whether execute (+7 ms of
+#: analysis) looked 0.9× or 1.6× of serial.
+SHORT_SECONDS = 0.2
+SHORT_ROUNDS = 9
 
 
 #: Pause before each timed run of the rounds. Without it a run inherited its predecessor's state: on
@@ -643,7 +661,8 @@ def main(argv: list[str] | None = None) -> None:
         "# Amorsize benchmark suite",
         "",
         f"- machine: {machine_text()}",
-        f"- command: `{command}` ({repeat} repeat{'s' if repeat != 1 else ''}, medians)",
+        f"- command: `{command}` ({repeat} repeat{'s' if repeat != 1 else ''}, medians"
+        + (f"; timings under {SHORT_SECONDS} s: {SHORT_ROUNDS} rounds)" if repeat > 1 else ")"),
         f"- started {started:%Y-%m-%d %H:%M}, load average (1, 5, 15 min) at start: {load_before}",
     ]
     print("\n".join(header), flush=True)
