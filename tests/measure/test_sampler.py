@@ -185,6 +185,7 @@ class TestPickling:
             "é" * 70_000,
             (1, None, [2.5], {"k": b"v"}),
         ],
+        ids=["bytes-3MB", "30-bytes-100kB", "261-floats", "500-dicts", "str-140kB", "mixed-tuple"],
     )
     def test_pickled_size_is_the_length_of_the_pickle(self, obj: Any) -> None:
         assert sampler_module._pickled_size(obj) == len(pickle.dumps(obj, protocol=5))
