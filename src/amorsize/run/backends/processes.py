@@ -470,15 +470,11 @@ class _Pool:
         self.untimed_wait = True  # the manager sleeps without a timeout: wake it for a timed chunk
         self.names = itertools.count()
         self.last_local: tuple[FunctionRef, bytes] | None = None
-        #: The first workers' view of the parent's BLAS libraries (looked up once for all of them);
-        #: workers started later look again, as the caller may have loaded libraries since.
-        self.starting_blas: _worker.ForkedBlas | None = None
         with self.lock:
             try:
-                self.starting_blas = self._forked_blas()
+                blas = self._forked_blas()  # looked up once for all the first workers
                 for _ in range(n_workers):
-                    self._spawn_locked()
-                self.starting_blas = None
+                    self._spawn_locked(blas)
             except BaseException:
                 for worker in self.workers:
                     worker.proc.kill()
@@ -605,14 +601,15 @@ class _Pool:
 
     # -- with self.lock held ----------------------------------------------------------------------
 
-    def _spawn_locked(self) -> None:
+    def _spawn_locked(self, blas: _worker.ForkedBlas | None) -> None:
+        """Start one worker; ``blas``: what :meth:`_forked_blas` found for it (None but under fork)."""
         slot = self.ctx.RawArray("q", 2)
         with _spawn_lock:  # no other pool forks while the worker's ends of its pipes are open here
             tasks_r, tasks_w = self.ctx.Pipe(duplex=False)
             results_r, results_w = self.ctx.Pipe(duplex=False)
             proc = self.ctx.Process(  # type: ignore[attr-defined]
                 target=_worker.main,
-                args=(tasks_r, results_w, slot, self.blas_threads, self._forked_blas()),
+                args=(tasks_r, results_w, slot, self.blas_threads, blas),
                 name=f"amorsize-worker-{next(self.names)}",
             )
             try:
@@ -631,16 +628,17 @@ class _Pool:
         self._wake_locked()
 
     def _forked_blas(self) -> _worker.ForkedBlas | None:
-        """Under fork with a cap, the parent's libraries for the child (the first start's, while it lasts)."""
+        """Under fork with a cap, the parent's libraries above it, for a worker started now.
+
+        Looked up again for each replacement: the caller may have loaded libraries since.
+        """
         if self.blas_threads is None or self.ctx.get_start_method() != "fork":
             return None
-        if self.starting_blas is not None:
-            return self.starting_blas
         return _worker.forked_blas(self.blas_threads)
 
     def _replenish_locked(self) -> None:
         while not self.closed and not self.broken and len(self.workers) < self.n_workers:
-            self._spawn_locked()
+            self._spawn_locked(self._forked_blas())
 
     def _wake_locked(self) -> None:
         if not self.wake_pending:
