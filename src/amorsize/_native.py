@@ -14,6 +14,7 @@ Python knows of.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "blas_above",
+    "blas_modules_loaded",
     "only_caller_runs_user_code",
     "quiet_openblas",
     "running_user_code",
@@ -81,6 +83,15 @@ def only_caller_runs_user_code() -> bool:
             return False
     with _running_lock:
         return _running == 0
+
+
+def blas_modules_loaded() -> bool:
+    """Whether a module that loads a BLAS/OpenMP library is imported (NumPy, SciPy, PyTorch, scikit-learn).
+
+    A check of ``sys.modules``, free where threadpoolctl's import and scan of the loaded libraries
+    cost 0.4–8 ms: without these modules, the libraries are not looked for.
+    """
+    return any(name in sys.modules for name in ("numpy", "scipy", "torch", "sklearn"))
 
 
 def blas_above(blas_threads: int) -> ThreadpoolController | None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from amorsize._native import blas_above, quiet_openblas
+from amorsize._native import blas_above, blas_modules_loaded, quiet_openblas
 from amorsize.core.calibration import (
     Correction,
     apply_correction,
@@ -41,7 +41,7 @@ from amorsize.errors import ConfigurationError
 from amorsize.measure.cluster import probe_cluster
 from amorsize.measure.identity import function_key, function_name
 from amorsize.measure.machine import machine_key, probe_machine
-from amorsize.measure.sampler import Sample, blas_modules_loaded, input_length, sample
+from amorsize.measure.sampler import Sample, input_length, sample
 from amorsize.report.text import explain
 from amorsize.resilience.circuit import CircuitBreaker, CircuitBreakerPolicy
 from amorsize.resilience.dlq import DeadLetterQueue

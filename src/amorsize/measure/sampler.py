@@ -4,7 +4,7 @@
 
     data ──iter──► [serial phase: item by item, timed]──► [thread probe, when needed]──► rest
                        │ wall, CPU, pickled sizes;               │ waiting work: 16 threads;
-                       │ a GIL canary thread alongside           │ BLAS: capped, one by one
+                       │ a GIL canary thread alongside           │ BLAS: capped, 2 threads
                        ▼                                         ▼
                     Profile  +  results of every sampled item (reused by execute: never run twice)
 
@@ -40,7 +40,6 @@ import itertools
 import math
 import pickle
 import statistics
-import sys
 import threading
 import time
 import types
@@ -50,7 +49,7 @@ from typing import Any
 
 import cloudpickle
 
-from amorsize._native import quiet_openblas
+from amorsize._native import blas_modules_loaded, quiet_openblas
 from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import GilCanary, free_threaded
@@ -60,7 +59,6 @@ __all__ = [
     "MAX_SAMPLES",
     "SAMPLE_FRACTION",
     "Sample",
-    "blas_modules_loaded",
     "blas_threads_loaded",
     "input_length",
     "sample",
@@ -275,17 +273,11 @@ def _name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
 
 
-def blas_modules_loaded() -> bool:
-    """Whether a module that loads a BLAS/OpenMP library is imported (NumPy, SciPy, PyTorch, scikit-learn).
-
-    A check of ``sys.modules``, free where threadpoolctl's import and scan of the loaded libraries
-    cost 0.4–8 ms: without these modules, the libraries are not looked for.
-    """
-    return any(name in sys.modules for name in ("numpy", "scipy", "torch", "sklearn"))
-
-
 def blas_threads_loaded() -> int:
-    """Largest thread count of a loaded BLAS/OpenMP library, 0 when none (see :func:`blas_modules_loaded`)."""
+    """Largest thread count of a loaded BLAS/OpenMP library, 0 when none.
+
+    Not looked for without a module that loads one (:func:`~amorsize._native.blas_modules_loaded`).
+    """
     if not blas_modules_loaded():
         return 0
     try:
