@@ -669,19 +669,21 @@ def _probe_informative(
         return True  # waiting work: how far it overlaps decides how many threads
     if blas_cap is not None:
         return True  # BLAS items: how fast they run with their threads capped decides the plan
-    started = time.perf_counter()
-    item_bytes, _ = _pickled(measured.items[0])
-    result_bytes, _ = _pickled(measured.results[0])
-    if item_bytes is None or result_bytes is None:
-        return True  # cannot go to processes: threads or serial, the probe decides
-    pickle.loads(item_bytes)
-    pickle.loads(result_bytes)
-    per_item = time.perf_counter() - started
-    size = len(item_bytes) + len(result_bytes)
     n = len(measured.durations)
-    if n > 1:
-        batch = _list_pickles(measured.items[:n], measured.results[:n], time.perf_counter)
-        per_item = per_item if batch is None else batch[2]
+    batch = _list_pickles(measured.items[:n], measured.results[:n], time.perf_counter) if n > 1 else None
+    if batch is not None:  # all pickle plainly, timed as chunks: the first pair's size is counted
+        per_item = batch[2]
+        size = _pickled_size(measured.items[0]) + _pickled_size(measured.results[0])
+    else:  # one item, or one that needs cloudpickle: the first pair pickled alone
+        started = time.perf_counter()
+        item_bytes, _ = _pickled(measured.items[0])
+        result_bytes, _ = _pickled(measured.results[0])
+        if item_bytes is None or result_bytes is None:
+            return True  # cannot go to processes: threads or serial, the probe decides
+        pickle.loads(item_bytes)
+        pickle.loads(result_bytes)
+        per_item = time.perf_counter() - started
+        size = len(item_bytes) + len(result_bytes)
     ship = per_item + size / _SLOW_PIPE_BYTES_PER_SECOND
     return ship >= PROBE_SKIP_SHIP_FRACTION * mean
 
