@@ -256,6 +256,35 @@ class RunCheckpoint:
             ConfigurationError: a result cannot be pickled (it cannot be checkpointed).
             StoreError: the database failed.
         """
+        self._write(self._segments(start, items, results, failures))
+
+    def commit_precomputed(self, blocks: Sequence[tuple[int, Sequence[Any], Sequence[Any]]]) -> None:
+        """Commit dry-run results in one transaction, leaving out the items that failed there.
+
+        Args:
+            blocks: ``(start, items, results)``, each of consecutive positions from ``start``: the
+                dry run's leading items, and each item it took further along the input.
+
+        Raises:
+            ConfigurationError: a result cannot be pickled. StoreError: the database failed.
+        """
+        from amorsize.run.runner import Failed  # the marker the dry run returns for failed items
+
+        segments: list[tuple[int, bytes, bytes, int]] = []
+        for start, items, results in blocks:
+            failures = [
+                ItemFailure(position, value.error)
+                for position, value in enumerate(results, start)
+                if isinstance(value, Failed)
+            ]
+            segments += self._segments(start, items, results, failures)
+        self._write(segments)
+
+    @staticmethod
+    def _segments(
+        start: int, items: Sequence[Any], results: Sequence[Any], failures: Sequence[ItemFailure]
+    ) -> list[tuple[int, bytes, bytes, int]]:
+        """``(first position, item digests, pickled results, count)`` per run of results not failed."""
         failed = {failure.index - start for failure in failures}
         segments: list[tuple[int, bytes, bytes, int]] = []
         offset = 0
@@ -278,6 +307,10 @@ class RunCheckpoint:
             digests = b"".join(item_digest(item) for item in items[offset:end])
             segments.append((start + offset, digests, blob, end - offset))
             offset = end
+        return segments
+
+    def _write(self, segments: Sequence[tuple[int, bytes, bytes, int]]) -> None:
+        """Insert ``segments`` (see :meth:`_segments`) in one transaction."""
         if not segments:
             return
         with self._store.transaction() as conn:
@@ -289,17 +322,6 @@ class RunCheckpoint:
                     for first, digests, blob, count in segments
                 ],
             )
-
-    def commit_precomputed(self, items: Sequence[Any], results: Sequence[Any], start: int = 0) -> None:
-        """Commit dry-run results at positions start, start + 1, …, leaving out items that failed there."""
-        from amorsize.run.runner import Failed  # the marker the dry run returns for failed items
-
-        failures = [
-            ItemFailure(position, value.error)
-            for position, value in enumerate(results, start)
-            if isinstance(value, Failed)
-        ]
-        self.commit(start, items, results, failures)
 
     def finish(self, *, n_results: int, completed: bool, ok: bool, keep: bool) -> None:
         """End of a run: check the data reached every stored position; delete the checkpoint if done.

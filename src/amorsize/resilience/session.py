@@ -216,10 +216,8 @@ class Resilience:
         self.checkpoint.begin({"executor": executor, "n_jobs": n_jobs, "chunksize": chunksize})
         if self.checkpoint.resumed:
             return
-        if results:
-            self.checkpoint.commit_precomputed(items, results)
-        for position, item, result in later:
-            self.checkpoint.commit_precomputed([item], [result], start=position)
+        blocks = [(position, [item], [result]) for position, item, result in later]
+        self.checkpoint.commit_precomputed([(0, items, results), *blocks])
 
     def runner_options(
         self,
