@@ -86,6 +86,7 @@ __all__ = [
     "WORKER_BASE_MEMORY",
     "Workload",
     "blas_threads_per_worker",
+    "chunk_costs",
     "compute_bounds",
     "cpu_capacity",
     "item_wall_in_worker",
@@ -94,6 +95,7 @@ __all__ = [
     "predict",
     "predict_parts",
     "predict_workload",
+    "transfer_on_cores",
 ]
 
 #: Resident memory of an idle worker process, bytes. Measured with psutil on CPython 3.11 / Linux
@@ -382,6 +384,15 @@ def item_wall_in_worker(workload: Workload, machine: Machine, executor: Executor
     return d * r / min(r, float(threads))
 
 
+def transfer_on_cores(executor: ExecutorKind, transfer: float) -> float:
+    """The part of the transfer term spent on the run's own cores (:func:`compute_bounds`'s ``transfer``).
+
+    All of it for local processes, which pickle and copy on both ends of the pipe; none for threads
+    (nothing shipped) and Dask (its parent is elsewhere).
+    """
+    return transfer if executor == "processes" else 0.0
+
+
 def compute_bounds(
     workload: Workload,
     machine: Machine,
@@ -511,7 +522,7 @@ def chunk_costs(
         startup = _finite(costs.thread_startup) * cold
         per_chunk = _finite(costs.thread_task_overhead)
         transfer = 0.0
-    on_cores = transfer if executor == "processes" else 0.0  # see compute_bounds
+    on_cores = transfer_on_cores(executor, transfer)
     all_busy = min(n_jobs, n)
     compute_all_busy = max(compute_bounds(workload, machine, executor, n_jobs, all_busy, n, on_cores))
     d_item = item_wall_in_worker(workload, machine, executor, n_jobs)

@@ -50,6 +50,7 @@ from amorsize.core.model import (
     item_wall_in_worker,
     memory_ceiling,
     predict_parts,
+    transfer_on_cores,
 )
 from amorsize.core.types import (
     EXECUTOR_KINDS,
@@ -678,7 +679,7 @@ def _executor_reason(
         }[result.bound_by]
     else:
         chunks = -(-n // cand.chunksize)
-        on_cores = prediction.transfer if kind == "processes" else 0.0
+        on_cores = transfer_on_cores(kind, prediction.transfer)
         workers, cpu, serialised = compute_bounds(
             w, machine, kind, cand.n_jobs, min(cand.n_jobs, chunks), n, on_cores
         )
