@@ -54,6 +54,18 @@ class TestReadings:
         assert min(r if r is not None else 1.0 for r in readings) < 0.3, readings
 
 
+class TestOwnCpu:
+    def test_its_cpu_is_counted_and_can_be_left_out(self) -> None:
+        with GilCanary() as canary:
+            clock = canary.without_canary(time.process_time)
+            process, corrected = time.process_time(), clock()
+            time.sleep(0.03)
+            process, corrected = time.process_time() - process, clock() - corrected
+        assert canary.cpu_seconds > 0.0
+        assert corrected < 0.5 * process or process < 0.001, (process, corrected)
+        assert corrected < 0.0015  # a sleep uses next to no CPU; the canary's ~150 wake-ups do
+
+
 class TestHeldSince:
     def test_a_pure_python_start_is_left_out(self) -> None:
         # a first call that holds the GIL (an import, say), then calls that release it

@@ -325,6 +325,17 @@ class TestMeasurement:
         assert list(s.results) == list(range(s.n_done))
         assert s.profile.thread_speedup is not None and s.profile.thread_speedup > 4
 
+    def test_the_canarys_cpu_is_not_the_items(self) -> None:
+        # The GIL canary wakes every 0.2 ms while the serial phase runs; process CPU time counts its
+        # wake-ups (~0.5 ms in a 5 ms sleep), which read as 11 % CPU and planned 18 threads, not 64.
+        def wait(x: int) -> int:
+            time.sleep(0.005)
+            return x
+
+        for _ in range(3):
+            profile = sample(wait, range(400)).profile
+            assert profile.cpu_times[0] < 0.04 * profile.durations[0], profile.cpu_times[:3]
+
     def test_pure_python_holds_the_gil(self) -> None:
         def spin(x: int) -> int:
             total = 0

@@ -338,7 +338,7 @@ def _serial_phase(
         except Exception as error:
             raise SamplingError(index + 1 + len(results), error) from error
         wall = clock() - start
-        cpu = min(cpu_clock() - start_cpu, wall)  # too short for the CPU clock to tell more
+        cpu = min(max(0.0, cpu_clock() - start_cpu), wall)  # too short for the CPU clock to tell more
         index += len(batch)
         measured.items.extend(batch)
         measured.results.extend(results)
@@ -426,7 +426,7 @@ def _timed_call(
     start = clock()
     result = _call(func, item, index, measured)
     wall = clock() - start
-    cpu = cpu_clock() - start_cpu
+    cpu = max(0.0, cpu_clock() - start_cpu)  # a clock corrected for the canary may step back a little
     if wall < CPU_CLOCK_FLOOR:
         cpu = min(cpu, wall)  # the CPU clock's own cost dominates such short calls
     measured.items.append(item)
@@ -934,7 +934,8 @@ def sample(
     memory.start()
     canary = GilCanary() if probe_threads is not False else None
     with canary if canary is not None else contextlib.nullcontext():
-        measured = _serial_phase(func, iterator, sample_size, total, clock, cpu_clock)
+        serial_cpu = cpu_clock if canary is None else canary.without_canary(cpu_clock)
+        measured = _serial_phase(func, iterator, sample_size, total, clock, serial_cpu)
     n_serial = len(measured.items)
     gil_held = canary.held_fraction if canary is not None else None
     warmup = _discount_warmup(measured)
@@ -961,7 +962,7 @@ def sample(
     # overlaps).
     waiting = n_serial > 0 and _waiting(measured)
     # Only items that used clearly more CPU than wall time ran on several threads of a library
-    # (process CPU includes the canary's: 10 µs items read up to ~1.1); reading the loaded
+    # (the canary's own CPU is left out, the clock's granularity is not); reading the loaded
     # libraries costs 0.4–8 ms (threadpoolctl's import and scan, with NumPy loaded).
     several = sum(measured.cpu_times) >= BLAS_CPU_RATIO * sum(measured.durations)
     loaded_blas = blas_threads_loaded() if several else 0
