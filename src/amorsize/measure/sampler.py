@@ -315,14 +315,17 @@ def _serial_phase(
     measured = _Measured()
     spent = 0.0
     index = 0
+    n_fast = 0  # items under FAST_ITEM_SECONDS: the median is under it when they are more than half
     for index, item in enumerate(iterator):
-        spent += _timed_call(func, item, index, measured, clock, cpu_clock)
+        wall = _timed_call(func, item, index, measured, clock, cpu_clock)
+        spent += wall
+        n_fast += wall < FAST_ITEM_SECONDS
         if index == 0:
             measured.first_done_at = time.perf_counter()
         if _enough(measured.durations, spent, sample_size, total_items, _waiting(measured)):
             return measured
-        if index + 1 >= sample_size and statistics.median(measured.durations) < FAST_ITEM_SECONDS:
-            break  # fast items: the rest in batches
+        if index + 1 >= sample_size and 2 * n_fast > index + 1:
+            break  # fast items (median under FAST_ITEM_SECONDS): the rest in batches
     else:
         return measured
     alone = len(measured.durations)
