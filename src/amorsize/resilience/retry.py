@@ -39,11 +39,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
-
-import tenacity
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from amorsize.errors import ConfigurationError
+
+if TYPE_CHECKING:  # imported where a loop is built: tenacity pulls in asyncio (~10 MB, 10-25 ms)
+    import tenacity
 
 __all__ = ["RETRIES_ATTRIBUTE", "RetryPolicy", "RetryingFunction", "retries_of", "unwrap_retry", "with_retry"]
 
@@ -162,16 +163,6 @@ class RetryPolicy:
         return isinstance(error, self.retry_on_exceptions)
 
 
-class _PolicyWait(tenacity.wait.wait_base):
-    """tenacity wait strategy: the policy's schedule (tenacity's ``attempt_number`` = retry number)."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        return self.policy.delay(retry_state.attempt_number)
-
-
 class RetryingFunction:
     """A one-argument function retried per a :class:`RetryPolicy`; picklable, so it runs in workers.
 
@@ -210,7 +201,13 @@ class RetryingFunction:
         """This thread's tenacity loop (built once per thread: a Retrying object keeps per-call state)."""
         retrying: tenacity.Retrying | None = getattr(self._local, "retrying", None)
         if retrying is None:
+            import tenacity  # only once an item failed: a run without retries never imports it
+
             policy = self.policy
+
+            def wait(state: tenacity.RetryCallState) -> float:
+                return policy.delay(state.attempt_number)  # tenacity's attempt_number = retry number
+
             before_sleep = None
             if policy.on_retry is not None:
                 callback = policy.on_retry
@@ -224,7 +221,7 @@ class RetryingFunction:
             retrying = tenacity.Retrying(
                 sleep=self.sleep,
                 stop=tenacity.stop_after_attempt(policy.max_retries + 1),
-                wait=_PolicyWait(policy),
+                wait=wait,
                 retry=tenacity.retry_if_exception_type(policy.retry_on_exceptions),
                 before_sleep=before_sleep,
                 reraise=True,
