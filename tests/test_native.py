@@ -6,6 +6,9 @@ count of thread-backend chunks in ``tests/run/test_backends.py``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -42,3 +45,41 @@ class TestOnlyCallerRunsUserCode:
         finally:
             release.set()
             other.join()
+
+
+class TestBlasLibrariesMapped:
+    """``blas_libraries_mapped``: a read of ``/proc/self/maps`` instead of threadpoolctl's import and scan."""
+
+    @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
+    @pytest.mark.timeout(60)
+    def test_without_a_blas_library_threadpoolctl_is_not_imported(self) -> None:
+        script = (
+            "import sys\n"
+            "from amorsize._native import blas_above, blas_libraries_mapped\n"
+            "print(blas_libraries_mapped(), blas_above(1), 'threadpoolctl' in sys.modules)\n"
+        )
+        command = [sys.executable, "-c", script]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.split() == ["False", "None", "False"], out.stdout + out.stderr
+
+    @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
+    def test_every_library_threadpoolctl_finds_is_matched(self) -> None:
+        pytest.importorskip("numpy")  # loads OpenBLAS (or MKL)
+        from threadpoolctl import ThreadpoolController
+
+        paths = [lib.filepath for lib in ThreadpoolController().lib_controllers]
+        assert paths, "NumPy loaded no BLAS library threadpoolctl knows"
+        assert _native.blas_libraries_mapped() is True
+        for path in paths:  # as a line of /proc/self/maps ends
+            assert _native._MAPPED_BLAS.search(f"7f00-7f01 r-xp 0 08:01 1 {path}\n".encode()), path
+
+    def test_other_libraries_do_not_match(self) -> None:
+        lines = b"".join(
+            f"7f00-7f01 r-xp 0 08:01 1 /usr/lib/{name}\n".encode()
+            for name in ("libc.so.6", "libpython3.11.so", "libssl.so.3", "libgompish/x.so", "libm.so.6")
+        )
+        assert _native._MAPPED_BLAS.search(lines) is None
+
+    def test_unreadable_maps_mean_unknown(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(_native, "_MAPS", "/nonexistent/maps")
+        assert _native.blas_libraries_mapped() is None

@@ -49,7 +49,7 @@ from typing import Any
 
 import cloudpickle
 
-from amorsize._native import blas_modules_loaded, quiet_openblas
+from amorsize._native import blas_libraries_mapped, blas_modules_loaded, quiet_openblas
 from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import GilCanary, free_threaded
@@ -276,9 +276,13 @@ def _name(func: Callable[..., Any]) -> str:
 def blas_threads_loaded() -> int:
     """Largest thread count of a loaded BLAS/OpenMP library, 0 when none.
 
-    Not looked for without a module that loads one (:func:`~amorsize._native.blas_modules_loaded`).
+    Not looked for when none is mapped (:func:`~amorsize._native.blas_libraries_mapped`; where
+    that cannot be read, without a module that loads one: :func:`~amorsize._native.blas_modules_loaded`).
+    The maps also show a library that a module outside that list loaded (OpenMP in a gradient
+    boosting library, say).
     """
-    if not blas_modules_loaded():
+    mapped = blas_libraries_mapped()
+    if mapped is False or (mapped is None and not blas_modules_loaded()):
         return 0
     try:
         from threadpoolctl import threadpool_info
