@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -353,7 +351,9 @@ class TestExecute:
         assert blas_threads_loaded() == before  # the limit ends with the run
 
     @pytest.mark.timeout(60)
-    def test_parallel_blas_runs_start_without_openblas_spinning(self) -> None:
+    def test_parallel_blas_runs_start_without_openblas_spinning(
+        self, fresh_python: Callable[..., str]
+    ) -> None:
         pytest.importorskip("numpy")
         from threadpoolctl import threadpool_info
 
@@ -387,9 +387,8 @@ class TestExecute:
             print(quiet, quiet_for_processes, spinning)
             """
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
-        assert done.returncode == 0, done.stderr
-        quiet, quiet_for_processes, spinning = map(float, done.stdout.split())
+        stdout = fresh_python(script, timeout=50)
+        quiet, quiet_for_processes, spinning = map(float, stdout.split())
         assert max(quiet, quiet_for_processes) < 0.02 <= spinning, (quiet, quiet_for_processes, spinning)
 
     def test_blas_pool_kept_while_another_thread_may_call_it(self, monkeypatch: pytest.MonkeyPatch) -> None:

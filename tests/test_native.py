@@ -7,9 +7,8 @@ count of thread-backend chunks in ``tests/run/test_backends.py``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -52,15 +51,17 @@ class TestBlasLibrariesMapped:
 
     @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
     @pytest.mark.timeout(60)
-    def test_without_a_blas_library_threadpoolctl_is_not_imported(self) -> None:
-        script = (
-            "import sys\n"
-            "from amorsize._native import blas_above, blas_libraries_mapped\n"
-            "print(blas_libraries_mapped(), blas_above(1), 'threadpoolctl' in sys.modules)\n"
+    def test_without_a_blas_library_threadpoolctl_is_not_imported(
+        self, fresh_python: Callable[..., str]
+    ) -> None:
+        out = fresh_python(
+            """
+            import sys
+            from amorsize._native import blas_above, blas_libraries_mapped
+            print(blas_libraries_mapped(), blas_above(1), "threadpoolctl" in sys.modules)
+            """
         )
-        command = [sys.executable, "-c", script]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-        assert out.stdout.split() == ["False", "None", "False"], out.stdout + out.stderr
+        assert out.split() == ["False", "None", "False"], out
 
     @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
     def test_every_library_threadpoolctl_finds_is_matched(self) -> None:

@@ -6,11 +6,9 @@ import json
 import math
 import multiprocessing
 import os
-import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -53,20 +51,6 @@ SENTINEL = {
 }
 
 
-def _run_python(code: str, env: dict[str, str] | None = None) -> str:
-    """Run ``code`` in a fresh interpreter and return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def _assert_measured(costs: MachineCosts) -> None:
     assert costs.source == "measured"
     figures = asdict(costs)
@@ -99,8 +83,8 @@ class TestUsableCores:
 
     @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
     @pytest.mark.timeout(60)
-    def test_obeys_cpu_affinity_in_a_real_process(self) -> None:
-        out = _run_python(
+    def test_obeys_cpu_affinity_in_a_real_process(self, fresh_python: Callable[..., str]) -> None:
+        out = fresh_python(
             """
             import os
             os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
@@ -182,9 +166,11 @@ class TestDefaultStartMethod:
         with pytest.raises(ConfigurationError, match=r"got 'vfork' from \$AMORSIZE_START_METHOD"):
             default_start_method()
 
-    def test_platform_default_without_fixing_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_platform_default_without_fixing_it(
+        self, monkeypatch: pytest.MonkeyPatch, fresh_python: Callable[..., str]
+    ) -> None:
         monkeypatch.delenv("AMORSIZE_START_METHOD", raising=False)
-        out = _run_python(
+        out = fresh_python(
             """
             import multiprocessing
             from amorsize.measure.machine import default_start_method
@@ -193,9 +179,11 @@ class TestDefaultStartMethod:
         )
         assert out == f"{PLATFORM_DEFAULT} None"
 
-    def test_what_the_program_set(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_what_the_program_set(
+        self, monkeypatch: pytest.MonkeyPatch, fresh_python: Callable[..., str]
+    ) -> None:
         monkeypatch.delenv("AMORSIZE_START_METHOD", raising=False)
-        out = _run_python(
+        out = fresh_python(
             """
             import multiprocessing
             multiprocessing.set_start_method("spawn")
@@ -302,7 +290,9 @@ class TestProbeMachine:
         }
 
     @pytest.mark.timeout(60)
-    def test_a_new_process_reuses_the_stored_costs(self, tmp_path: Path) -> None:
+    def test_a_new_process_reuses_the_stored_costs(
+        self, tmp_path: Path, fresh_python: Callable[..., str]
+    ) -> None:
         home = tmp_path / "home"
         code = """
             import json
@@ -311,14 +301,14 @@ class TestProbeMachine:
             print(json.dumps(asdict(probe_machine().costs)))
             """
         env = {"AMORSIZE_HOME": str(home), "AMORSIZE_START_METHOD": PLATFORM_DEFAULT}
-        measured = json.loads(_run_python(code, env))  # measures and stores
+        measured = json.loads(fresh_python(code, env))  # measures and stores
         assert measured["source"] == "measured"
-        assert json.loads(_run_python(code, env)) == measured  # another measurement would differ
+        assert json.loads(fresh_python(code, env)) == measured  # another measurement would differ
 
         # Proof that nothing is measured: figures planted in the store come back as they are.
         with Store(home / "amorsize.sqlite3") as planted:
             planted.put(CALIBRATION_NAMESPACE, machine_key(PLATFORM_DEFAULT), SENTINEL)
-        assert json.loads(_run_python(code, env)) == {**SENTINEL, "source": "measured"}
+        assert json.loads(fresh_python(code, env)) == {**SENTINEL, "source": "measured"}
 
     @pytest.mark.timeout(30)
     def test_refresh_measures_again(self, store: Store) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import pickle
-import subprocess
-import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -450,7 +448,9 @@ class TestBlasProbe:
         time.sleep(0.5)
 
     @pytest.mark.timeout(60)
-    def test_capped_probe_runs_on_two_threads_once_openblas_is_quiet(self) -> None:
+    def test_capped_probe_runs_on_two_threads_once_openblas_is_quiet(
+        self, fresh_python: Callable[..., str]
+    ) -> None:
         pytest.importorskip("numpy")
         if sampler_module.blas_threads_loaded() <= 1:
             pytest.skip("BLAS runs one thread here: nothing to cap")
@@ -472,9 +472,8 @@ class TestBlasProbe:
                     break
             """
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["3"]  # the serial phase's thread and the probe's two
+        stdout = fresh_python(script, timeout=50)
+        assert stdout.split() == ["3"]  # the serial phase's thread and the probe's two
 
     def test_capped_probe_stays_in_the_calling_thread_while_another_may_call_blas(self) -> None:
         np = pytest.importorskip("numpy")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import doctest
 import pickle
-import subprocess
-import sys
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -202,21 +201,21 @@ class TestInWorkers:
         assert retries_of(caught.value.__cause__) == 1  # type: ignore[arg-type]
 
 
-def test_tenacity_is_imported_only_once_an_item_is_retried() -> None:
+def test_tenacity_is_imported_only_once_an_item_is_retried(fresh_python: Callable[..., str]) -> None:
     # tenacity imports asyncio (~4 MB of every process and worker, 10-25 ms of `import amorsize`)
-    script = (
-        "import sys\n"
-        "from amorsize import RetryPolicy, execute, with_retry\n"
-        "execute(abs, range(100), executor='serial', retry=RetryPolicy(max_retries=2))\n"
-        "print('tenacity' in sys.modules)\n"
-        "calls = []\n"
-        "def flaky(x):\n"
-        "    calls.append(x)\n"
-        "    if len(calls) == 1:\n"
-        "        raise OSError('once')\n"
-        "    return x\n"
-        "print(with_retry(flaky, initial_delay=0.0)(7), 'tenacity' in sys.modules)\n"
+    out = fresh_python(
+        """
+        import sys
+        from amorsize import RetryPolicy, execute, with_retry
+        execute(abs, range(100), executor="serial", retry=RetryPolicy(max_retries=2))
+        print("tenacity" in sys.modules)
+        calls = []
+        def flaky(x):
+            calls.append(x)
+            if len(calls) == 1:
+                raise OSError("once")
+            return x
+        print(with_retry(flaky, initial_delay=0.0)(7), "tenacity" in sys.modules)
+        """
     )
-    command = [sys.executable, "-c", script]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["False", "7", "True"], out.stdout + out.stderr
+    assert out.split() == ["False", "7", "True"], out
