@@ -121,7 +121,7 @@ _MAPS = "/proc/self/maps"
 def blas_libraries_mapped() -> bool | None:
     """Whether a library threadpoolctl could control is mapped into this process (Linux).
 
-    Reads ``/proc/self/maps`` (~0.2 ms) where threadpoolctl's import and first scan of the loaded
+    Reads ``/proc/self/maps`` (0.2–0.5 ms) where threadpoolctl's import and first scan of the loaded
     libraries cost ~3.5 ms: in each process's first pool, and in each spawned worker.
 
     Returns:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from amorsize.errors import ConfigurationError
 
-if TYPE_CHECKING:  # imported where a loop is built: tenacity pulls in asyncio (~10 MB, 10-25 ms)
+if TYPE_CHECKING:  # imported where a loop is built: tenacity pulls in asyncio (~4.6 MB, 10-25 ms)
     import tenacity
 
 __all__ = ["RETRIES_ATTRIBUTE", "RetryPolicy", "RetryingFunction", "retries_of", "unwrap_retry", "with_retry"]
