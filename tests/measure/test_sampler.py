@@ -397,7 +397,8 @@ class TestLaterPositions:
     def test_a_sorted_input_is_sampled_further_along(self) -> None:
         s = sample(tail_heavy, list(range(2000)), probe_threads=False)
         positions = [position for position, _, _ in s.later]
-        assert len(positions) == sampler_module.SPREAD_POINTS
+        n_points = sampler_module.SPREAD_POINTS
+        assert n_points <= len(positions) <= n_points + sampler_module.STEP_BISECTIONS  # + the step's
         assert positions == sorted(positions) and positions[0] >= s.n_done
         assert any(p >= 1800 for p in positions)
         assert all(result == item == p for p, item, result in s.later)
@@ -406,6 +407,30 @@ class TestLaterPositions:
         assert len(s.profile.weights) == len(s.profile.durations)
         assert 0.1e-3 < s.profile.mean_duration < 0.3e-3
         assert s.precomputed()[positions[-1]] == positions[-1]
+
+    def test_a_step_between_two_points_is_located(self) -> None:
+        # a clock that advances by each item's nominal cost: 1,800 × 0.05 ms, then 200 × 1 ms
+        now = [0.0]
+
+        def stepped(x: int) -> int:
+            now[0] += 1e-3 if x >= 1800 else 5e-5
+            return x
+
+        def clock() -> float:
+            return now[0]
+
+        s = sample(stepped, list(range(2000)), probe_threads=False, clock=clock, cpu_clock=clock)
+        positions = [position for position, _, _ in s.later]
+        assert positions == sorted(positions)
+        assert len(positions) == sampler_module.SPREAD_POINTS + sampler_module.STEP_BISECTIONS
+        # the step lies between two sampled positions at most 2000 / 8 / 2**3 ≈ 31 apart
+        below = max(p for p in positions if p < 1800)
+        above = min(p for p in positions if p >= 1800)
+        assert above - below <= 32
+        # true mean 0.145 ms; each point standing for an eighth of the input said 0.167 ms
+        assert s.profile.mean_duration == pytest.approx(0.145e-3, rel=0.03)
+        assert sum(s.profile.weights) == pytest.approx(2000)
+        assert all(result == item == p for p, item, result in s.later)
 
     def test_a_uniform_input_counts_every_sample_once(self) -> None:
         s = sample(spin, [0.00005] * 2000, probe_threads=False)
