@@ -578,8 +578,8 @@ def _spread_weights(
 
     ``first`` are the timed leading items, standing for the ``n_first`` leading positions (the
     probe's items are not timed one by one); each of ``later`` (at ``positions``, sorted) stands
-    for the positions after those nearer to it than to any other: an equal share of the rest for
-    the evenly spread points alone.
+    for the later input positions nearer to it than to any other sampled one: an equal share of
+    the rest for the evenly spread points alone.
     """
     if not _later_differs(first, later):
         return ()
