@@ -768,13 +768,14 @@ def _probe_informative(
 BLAS_CPU_RATIO = 1.2
 
 
-def _blas_cap(measured: _Measured, loaded_blas_threads: int) -> int | None:
+def _blas_cap(loaded_blas_threads: int) -> int | None:
     """The BLAS thread limit the probe's two threads run under, or None when the items are not BLAS-bound.
 
     Two threads get ``usable cores // 2`` BLAS threads each, as the runner gives a run's workers.
-    ``loaded_blas_threads``: :func:`blas_threads_loaded`, read once per dry run (0.4–8 ms with NumPy).
+    ``loaded_blas_threads``: :func:`blas_threads_loaded`, read once per dry run (0.4–8 ms with NumPy)
+    and only for items that used :data:`BLAS_CPU_RATIO` × their wall time in CPU (else 0).
     """
-    if sum(measured.cpu_times) < BLAS_CPU_RATIO * sum(measured.durations) or loaded_blas_threads <= 1:
+    if loaded_blas_threads <= 1:
         return None
     from amorsize.measure.machine import usable_cores
 
@@ -1041,7 +1042,7 @@ def sample(
     # libraries costs 0.4–8 ms (threadpoolctl's import and scan, with NumPy loaded).
     several = sum(measured.cpu_times) >= BLAS_CPU_RATIO * sum(measured.durations)
     loaded_blas = blas_threads_loaded() if several else 0
-    blas_cap = None if waiting or not n_serial else _blas_cap(measured, loaded_blas)
+    blas_cap = None if waiting or not n_serial else _blas_cap(loaded_blas)
     canary_read = gil_held is not None and n_serial > 0 and not waiting
     if canary_read and blas_cap is None:
         probe_threads = False
