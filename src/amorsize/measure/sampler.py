@@ -735,17 +735,24 @@ def _item_pickles(
 
 
 def _probe_informative(
-    func: Callable[[Any], Any], measured: _Measured, mean: float, blas_cap: int | None
+    func_method: str | None,
+    measured: _Measured,
+    mean: float,
+    blas_cap: int | None,
+    list_pickles: Callable[[int], tuple[int, int, float] | None],
 ) -> bool:
-    """Whether the two-thread probe could change the plan (see :data:`PROBE_SKIP_CPU_SHARE`)."""
-    if free_threaded() or mean <= 0 or _pickled(func)[1] is None:
+    """Whether the two-thread probe could change the plan (see :data:`PROBE_SKIP_CPU_SHARE`).
+
+    ``func_method``: how the function pickles (:func:`_pickled`); ``list_pickles(n)``:
+    :func:`_list_pickles` of the first ``n`` items and results, as :func:`sample` keeps it.
+    """
+    if free_threaded() or mean <= 0 or func_method is None:
         return True
     if sum(measured.cpu_times) < PROBE_SKIP_CPU_SHARE * sum(measured.durations):
         return True  # waiting work: how far it overlaps decides how many threads
     if blas_cap is not None:
         return True  # BLAS items: how fast they run with their threads capped decides the plan
-    n = len(measured.durations)
-    batch = _list_pickles(measured.items[:n], measured.results[:n], time.perf_counter) if n > 1 else None
+    batch = list_pickles(len(measured.durations))
     if batch is not None:  # all pickle plainly, timed as chunks: the first pair's size is counted
         per_item = batch[2]
         size = _pickled_size(measured.items[0]) + _pickled_size(measured.results[0])
@@ -1044,10 +1051,19 @@ def sample(
     loaded_blas = blas_threads_loaded() if several else 0
     blas_cap = None if waiting or not n_serial else _blas_cap(loaded_blas)
     canary_read = gil_held is not None and n_serial > 0 and not waiting
+    method = _pickled(func)[1]
+    listed_for: dict[int, tuple[int, int, float] | None] = {}
+
+    def list_pickles(n: int) -> tuple[int, int, float] | None:
+        """:func:`_list_pickles` of the first ``n`` items and results, pickled once for all asking."""
+        if n not in listed_for:
+            listed_for[n] = _list_pickles(measured.items[:n], measured.results[:n], clock) if n > 1 else None
+        return listed_for[n]
+
     if canary_read and blas_cap is None:
         probe_threads = False
     elif probe_threads is None:
-        probe_threads = n_serial > 0 and _probe_informative(func, measured, mean, blas_cap)
+        probe_threads = n_serial > 0 and _probe_informative(method, measured, mean, blas_cap, list_pickles)
     if (
         probe_threads
         and n_serial
@@ -1077,7 +1093,6 @@ def sample(
         later = _sample_later(func, data, total, len(measured.items), measured.durations, clock, cpu_clock)
     peak = memory.stop()
 
-    func_bytes, method = _pickled(func)
     if method is None:
         warnings.append(
             f"{_name(func)} cannot be pickled (not even with cloudpickle), so it cannot run in "
@@ -1085,9 +1100,7 @@ def sample(
         )
     elif method == "cloudpickle":
         warnings.append(f"{_name(func)} pickles only with cloudpickle (a lambda or closure); that is fine")
-    listed = None
-    if method is not None and n_serial > 1:
-        listed = _list_pickles(measured.items[:n_serial], measured.results[:n_serial], clock)
+    listed = list_pickles(n_serial) if method is not None else None
     if listed is not None:
         # every item and result pickles plainly: sizes are their shares of the two lists, as the
         # runner ships them in chunks, and no item needs pickling alone
@@ -1098,7 +1111,6 @@ def sample(
     else:  # some item or result needs cloudpickle or cannot be pickled: found and named one by one
         pickles = _item_pickles(measured, n_serial, method, clock, warnings)
         input_bytes, output_bytes, serialize, method = pickles
-    del func_bytes
 
     n_later = len(later.durations)
     if n_later and n_serial:  # sizes and pickling as the first items'; durations their own
