@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -362,31 +361,29 @@ class TestExecute:
             pytest.skip("needs OpenBLAS (pthreads) running 2 or more threads")
         # a fresh interpreter: this one may have threads (Dask's, from other tests) that keep the
         # pool up, as they should
-        script = textwrap.dedent(
-            """
-            import time
-            import numpy
-            from amorsize.api import _blas_limited, _quiet_blas
+        script = """
+        import time
+        import numpy
+        from amorsize.api import _blas_limited, _quiet_blas
 
-            def cpu_while_sleeping():
-                started = time.process_time()
-                time.sleep(0.06)
-                return time.process_time() - started
+        def cpu_while_sleeping():
+            started = time.process_time()
+            time.sleep(0.06)
+            return time.process_time() - started
 
-            a = numpy.ones((400, 400))
-            a @ a  # uncapped: OpenBLAS's helper spins ~100 ms after it
-            spinning = cpu_while_sleeping()
-            a @ a
-            with _blas_limited(1):  # a threaded run
-                quiet = cpu_while_sleeping()
-                assert float((a @ a)[0, 0]) == 400.0  # capped calls still work
-            assert float((a @ a)[0, 0]) == 400.0  # and uncapped ones after: the pool starts again
-            _quiet_blas()  # a process run
-            quiet_for_processes = cpu_while_sleeping()
-            assert float((a @ a)[0, 0]) == 400.0
-            print(quiet, quiet_for_processes, spinning)
-            """
-        )
+        a = numpy.ones((400, 400))
+        a @ a  # uncapped: OpenBLAS's helper spins ~100 ms after it
+        spinning = cpu_while_sleeping()
+        a @ a
+        with _blas_limited(1):  # a threaded run
+            quiet = cpu_while_sleeping()
+            assert float((a @ a)[0, 0]) == 400.0  # capped calls still work
+        assert float((a @ a)[0, 0]) == 400.0  # and uncapped ones after: the pool starts again
+        _quiet_blas()  # a process run
+        quiet_for_processes = cpu_while_sleeping()
+        assert float((a @ a)[0, 0]) == 400.0
+        print(quiet, quiet_for_processes, spinning)
+        """
         stdout = fresh_python(script, timeout=50)
         quiet, quiet_for_processes, spinning = map(float, stdout.split())
         assert max(quiet, quiet_for_processes) < 0.02 <= spinning, (quiet, quiet_for_processes, spinning)

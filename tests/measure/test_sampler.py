@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import pickle
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -483,23 +482,21 @@ class TestBlasProbe:
         if sampler_module.blas_threads_loaded() <= 1:
             pytest.skip("BLAS runs one thread here: nothing to cap")
         # a fresh interpreter: threads other tests left here keep the probe in one thread (next test)
-        script = textwrap.dedent(
-            """
-            import threading
-            import numpy as np
-            from amorsize.measure.sampler import sample
+        script = """
+        import threading
+        import numpy as np
+        from amorsize.measure.sampler import sample
 
-            def matmul(seed):
-                a = np.random.default_rng(seed).random((300, 300))
-                return threading.get_ident(), float((a @ a).trace())
+        def matmul(seed):
+            a = np.random.default_rng(seed).random((300, 300))
+            return threading.get_ident(), float((a @ a).trace())
 
-            for _ in range(3):  # the CPU clock must see both BLAS threads busy: best of three
-                s = sample(matmul, range(2000))
-                if s.profile.capped_duration is not None:
-                    print(len({ident for ident, _ in s.results}))
-                    break
-            """
-        )
+        for _ in range(3):  # the CPU clock must see both BLAS threads busy: best of three
+            s = sample(matmul, range(2000))
+            if s.profile.capped_duration is not None:
+                print(len({ident for ident, _ in s.results}))
+                break
+        """
         stdout = fresh_python(script, timeout=50)
         assert stdout.split() == ["3"]  # the serial phase's thread and the probe's two
 
