@@ -12,9 +12,16 @@ from hypothesis import strategies as st
 from model_factories import COSTS, make_machine, make_profile
 
 from amorsize.core import planner
-from amorsize.core.model import WORKER_BASE_MEMORY, blas_threads_per_worker, predict
-from amorsize.core.planner import MAX_THREADS, NOISE_FLOOR, THREADS_PER_CORE, WORKER_ECONOMY, plan
-from amorsize.core.types import Machine, MachineCosts, Plan, PlanOptions, Profile
+from amorsize.core.model import WORKER_BASE_MEMORY, Workload, blas_threads_per_worker, predict
+from amorsize.core.planner import (
+    MAX_THREADS,
+    MAX_WAIT_THREADS,
+    NOISE_FLOOR,
+    THREADS_PER_CORE,
+    WORKER_ECONOMY,
+    plan,
+)
+from amorsize.core.types import IO_BOUND_CPU_RATIO, Machine, MachineCosts, Plan, PlanOptions, Profile
 from amorsize.errors import ConfigurationError
 
 CPU_BOUND = make_profile(0.01, cpu_ratio=1.0, thread_speedup=1.0)
@@ -86,6 +93,21 @@ class TestPlan:
         result = plan(profile, machine, PlanOptions(n_items=20_000))
         assert result.candidate.executor == "threads"
         assert machine.usable_cores < result.candidate.n_jobs < MAX_THREADS
+
+    def test_few_long_waits_get_a_thread_each_beyond_the_computing_limit(self) -> None:
+        # 200 sleeps of 50 ms: 4 rounds on 64 threads (~200 ms), one round on 200 (~75 ms)
+        profile = make_profile(0.05, cpu_ratio=0.001, thread_speedup=None)
+        result = plan(profile, make_machine(2), PlanOptions(n_items=200))
+        assert result.candidate.executor == "threads"
+        assert MAX_THREADS < result.candidate.n_jobs <= 200
+        assert result.prediction.total < 0.1
+
+    def test_waiting_threads_stop_at_the_waiting_limit_and_at_max_workers(self) -> None:
+        profile = make_profile(0.05, cpu_ratio=0.001, thread_speedup=None)
+        result = plan(profile, make_machine(2), PlanOptions(n_items=100_000))
+        assert result.candidate.n_jobs == MAX_WAIT_THREADS
+        limited = plan(profile, make_machine(2), PlanOptions(n_items=100_000, max_workers=20))
+        assert limited.candidate.n_jobs == 20
 
     def test_cpu_bound_pure_python_uses_processes_up_to_the_cores(self) -> None:
         machine = make_machine(4)
@@ -405,7 +427,9 @@ def test_a_parallel_plan_is_worth_it_and_within_bounds(
         assert cand.n_jobs * (WORKER_BASE_MEMORY + profile.peak_memory_bytes) <= machine.available_memory
     else:
         assert cand.executor == "threads"
-        assert cand.n_jobs <= max(MAX_THREADS, THREADS_PER_CORE * machine.usable_cores)
+        most = max(MAX_THREADS, THREADS_PER_CORE * machine.usable_cores)
+        waiting = Workload.from_profile(profile).cpu_ratio < IO_BOUND_CPU_RATIO
+        assert cand.n_jobs <= (max(most, MAX_WAIT_THREADS) if waiting else most)
 
 
 def uniform_cpu_machine(cores: int, fork: bool) -> Machine:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -110,7 +113,7 @@ class TestErrors:
             return x
 
         with pytest.raises(SamplingError) as info:
-            sample(fails_off_the_main_thread, range(1000), sample_size=2)
+            sample(fails_off_the_main_thread, range(1000), sample_size=2, probe_threads=True)
         assert isinstance(info.value.__cause__, ValueError)
         assert info.value.index >= 2  # the first probe item, after the serially sampled ones
 
@@ -293,7 +296,7 @@ class TestMeasurement:
             return x
 
         # Enough items for a full-size probe; best of three, as other processes may delay wake-ups.
-        profiles = [sample(wait, range(1000)).profile for _ in range(3)]
+        profiles = [sample(wait, range(1000), probe_threads=True).profile for _ in range(3)]
         assert all(p.is_io_bound for p in profiles)
         assert max(p.thread_speedup or 0.0 for p in profiles) > 1.5
 
@@ -314,7 +317,7 @@ class TestMeasurement:
             time.sleep(0.005)
             return x
 
-        s = sample(wait, range(400))
+        s = sample(wait, range(400), probe_threads=True)
         # the serial phase stops at the first item (budget: 2 % of a run ~16× faster than serial)
         assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
         assert s.n_done == 1 + sampler_module.WAIT_PROBE_THREADS
@@ -569,12 +572,68 @@ class TestProbeChoice:
         best = min(read, key=lambda p: p.gil_held or 0.0)
         assert best.thread_speedup == pytest.approx(2 / (1 + (best.gil_held or 0.0)))
 
-    def test_waiting_work_is_probed(self) -> None:
+    def test_a_long_waiting_run_is_probed(self) -> None:
         def wait(x: int) -> int:
             time.sleep(0.002)
             return x
 
-        assert sample(wait, range(2000)).profile.thread_speedup is not None
+        # 400 s of serial waiting: the probe (~7 ms) is a small share of even the quickest run
+        s = sample(wait, range(200_000))
+        assert s.profile.is_io_bound
+        assert s.profile.thread_speedup is not None
+        assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
+
+    def test_a_short_waiting_run_is_not_probed(self) -> None:
+        def wait(x: int) -> int:
+            time.sleep(0.005)
+            return x
+
+        # 400 × 5 ms: the probe (~8 ms) would cost a fifth of a ~40 ms run on many threads
+        s = sample(wait, range(400))
+        assert s.profile.is_io_bound
+        assert s.profile.thread_speedup is None  # the planner then lets the waits overlap
+        assert s.n_done == s.profile.n_sampled == 1
+
+    def test_waiting_on_a_child_processs_cpu_is_probed(self) -> None:
+        # subprocess.run of a CPU-bound program waits here while a core works elsewhere: on 16
+        # threads it runs no faster than the cores allow, which only the probe shows
+        def child(x: int) -> int:
+            subprocess.run([sys.executable, "-S", "-c", "sum(range(300_000))"], check=True)
+            return x
+
+        s = sample(child, range(100))
+        assert s.profile.is_io_bound
+        assert s.profile.thread_speedup is not None
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="libc's usleep through ctypes.PyDLL")
+    def test_waiting_with_the_gil_held_is_probed(self) -> None:
+        libc = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL: these sleeps cannot overlap
+
+        def held_sleep(x: int) -> int:
+            libc.usleep(5000)
+            return x
+
+        s = sample(held_sleep, range(400))
+        assert s.profile.is_io_bound
+        assert s.profile.thread_speedup is not None and s.profile.thread_speedup < 2
+
+    @pytest.mark.parametrize(
+        ("total", "gil_held", "child_cpu", "evident"),
+        [
+            (400, 0.0, 0.0, True),  # 400 × 5 ms: the probe is ~22 % of the quickest run
+            (2_000_000, 0.0, 0.0, False),  # 10,000 s of waiting: the probe is worth its cost
+            (None, 0.0, 0.0, False),  # a stream may run long
+            (400, None, 0.0, False),  # the canary did not read the GIL
+            (400, 0.9, 0.0, False),  # the waits held the GIL
+            (400, 0.0, None, False),  # child processes' CPU unknown
+            (400, 0.0, 0.004, False),  # a child process computed during the wait
+        ],
+    )
+    def test_when_the_overlap_is_evident(
+        self, total: int | None, gil_held: float | None, child_cpu: float | None, evident: bool
+    ) -> None:
+        measured = sampler_module._Measured(items=[0], results=[0], durations=[0.005], cpu_times=[0.0])
+        assert sampler_module._overlap_evident(measured, total, gil_held, child_cpu) is evident
 
     def test_costly_to_ship_work_is_probed(self) -> None:
         big = b"x" * 8_000_000

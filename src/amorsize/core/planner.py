@@ -17,7 +17,8 @@ cluster's machine (its worker threads, measured per-task cost and bandwidth, no 
 serial here, with the same gate: a run too small to pay for the cluster's per-task cost stays serial.
 
 Bounds: processes up to the usable cores and the memory ceiling; threads up to :data:`MAX_THREADS`
-(or :data:`THREADS_PER_CORE` × usable cores) for waiting work, and the threads' memory ceiling; both
+(or :data:`THREADS_PER_CORE` × usable cores), :data:`MAX_WAIT_THREADS` for waiting work, and the
+threads' memory ceiling; both
 up to ``max_workers`` and the number of items. Chunks never exceed one worker's share,
 ``ceil(n / n_jobs)``, nor the count that lasts ``target_chunk_duration``, shrunk for uneven items by the
 seed's rule ``× max(0.25, 1 − 0.5 × CV)``.
@@ -68,6 +69,7 @@ from amorsize.errors import ConfigurationError
 
 __all__ = [
     "MAX_THREADS",
+    "MAX_WAIT_THREADS",
     "NOISE_FLOOR",
     "THREADS_PER_CORE",
     "WORKER_ECONOMY",
@@ -90,6 +92,12 @@ WORKER_ECONOMY = 0.03
 #: bounds of the model stop the search well before this for work that computes.
 MAX_THREADS = 64
 THREADS_PER_CORE = 8
+#: Waiting work (CPU under :data:`~amorsize.core.types.IO_BOUND_CPU_RATIO` of wall time) may use up
+#: to this many threads: the model's start-up cost (one ``thread_startup`` each) then decides. At 64,
+#: 100 × 20 ms sleeps ran in 3 rounds of 44 threads (~60 ms) where 100 threads take one (~35 ms), and
+#: 200 × 50 ms in 4 rounds (~200 ms) where 200 threads took ~90 ms. ``max_workers`` lowers it (a
+#: server that allows fewer connections).
+MAX_WAIT_THREADS = 256
 
 #: Worker counts up to this are all tried; beyond it, steps of ×√2 then a local refinement.
 _LINEAR_WORKERS = 8
@@ -489,7 +497,10 @@ def _search_kinds(
         if kind in _PROCESS_KINDS:
             limits.append((usable, "cores"))
         else:
-            limits.append((max(MAX_THREADS, THREADS_PER_CORE * usable), "thread limit"))
+            most = max(MAX_THREADS, THREADS_PER_CORE * usable)
+            if w.cpu_ratio < IO_BOUND_CPU_RATIO:  # waiting work: start-up and memory decide
+                most = max(most, MAX_WAIT_THREADS)
+            limits.append((most, "thread limit"))
         if ceiling is not None:
             limits.append((ceiling, "memory"))
         bound, bound_by = min(limits, key=lambda lim: lim[0])

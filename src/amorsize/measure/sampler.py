@@ -116,6 +116,23 @@ WAIT_PROBE_SECONDS = 0.005
 #: A wide probe's per-item durations join the profile (they show how items vary) only when the
 #: threads overlapped at least this well; otherwise contention inflated them.
 WAIT_PROBE_OVERLAP = 0.75
+#: Waiting work is not probed when the probe (an item's time, at least :data:`WAIT_PROBE_SECONDS`,
+#: plus starting its threads) would cost more than this share of the quickest run threads could
+#: make of the rest, and the serial phase showed nothing that keeps the waits from overlapping
+#: (:func:`_overlap_evident`). The probe's answer matters little there: waits that do not overlap
+#: (a lock, a server that takes one request at a time) run on many threads about as fast as
+#: serially. 400 × 5 ms sleeps: the probe took ~8 ms of a ~45 ms run; 100 × 20 ms sleeps: ~22 ms
+#: of a ~35 ms run.
+WAIT_PROBE_RUN_SHARE = 0.1
+#: … that run estimated with this cost of starting a thread (64 ``threading.Thread`` starts took
+#: 6.4–9.3 ms here): ``n·d/T + T·s`` on ``T`` threads is least, ``2·√(n·d·s)``, at ``T = √(n·d/s)``.
+THREAD_START_SECONDS = 120e-6
+#: Waiting items overlap on threads only if they wait without the GIL (the canary's held share
+#: under this) …
+WAIT_GIL_HELD = 0.5
+#: … and without child processes computing for them (their CPU under this share of the wall time:
+#: ``subprocess.run`` of a CPU-bound program waits here while using a core elsewhere).
+WAIT_CHILD_CPU_SHARE = 0.25
 
 #: Below this wall time a call's CPU time is capped at its wall time: reading the process CPU
 #: clock costs ~0.3–1 µs here, which would otherwise make tiny items look multi-threaded.
@@ -371,6 +388,39 @@ def _serial_phase(
         measured.durations[:warm] = [mean] * warm
         measured.cpu_times[:warm] = [cpu_mean] * warm
     return measured
+
+
+def _children_cpu() -> float | None:
+    """CPU seconds used so far by this process's waited-for child processes; None where unknown."""
+    try:
+        import resource
+    except ImportError:  # Windows: unknown, so waiting work is always probed there
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _overlap_evident(
+    measured: _Measured, total: int | None, gil_held: float | None, child_cpu: float | None
+) -> bool:
+    """Whether waiting items may skip the wide probe (see :data:`WAIT_PROBE_RUN_SHARE`).
+
+    Args:
+        measured: the serial phase (waiting items, by :func:`_waiting`).
+        total: the input's length (None: a stream, whose run may be long — probed).
+        gil_held: the canary's held share over the serial phase (None: not read).
+        child_cpu: CPU seconds child processes used during the serial phase (None: unknown).
+    """
+    wall = math.fsum(measured.durations)
+    if total is None or gil_held is None or gil_held >= WAIT_GIL_HELD or child_cpu is None:
+        return False
+    if child_cpu >= WAIT_CHILD_CPU_SHARE * wall:
+        return False
+    mean = wall / len(measured.durations)
+    remaining = max(0, total - len(measured.durations))
+    probe = max(mean, WAIT_PROBE_SECONDS) + WAIT_PROBE_THREADS * THREAD_START_SECONDS
+    quickest = max(mean, 2.0 * math.sqrt(remaining * mean * THREAD_START_SECONDS))
+    return probe > WAIT_PROBE_RUN_SHARE * quickest
 
 
 def _waiting(measured: _Measured) -> bool:
@@ -1016,9 +1066,11 @@ def sample(
     memory = PeakMemory()
     memory.start()
     canary = GilCanary() if probe_threads is not False else None
+    children_before = _children_cpu()  # None where unknown (then it stays unknown)
     with canary if canary is not None else contextlib.nullcontext():
         serial_cpu = cpu_clock if canary is None else canary.without_canary(cpu_clock)
         measured = _serial_phase(func, iterator, sample_size, total, clock, serial_cpu)
+    child_cpu = None if children_before is None else (_children_cpu() or 0.0) - children_before
     n_serial = len(measured.items)
     gil_held = canary.held_fraction if canary is not None else None
     warmup = _discount_warmup(measured)
@@ -1064,6 +1116,8 @@ def sample(
         probe_threads = False
     elif probe_threads is None:
         probe_threads = n_serial > 0 and _probe_informative(method, measured, mean, blas_cap, list_pickles)
+        if waiting and _overlap_evident(measured, total, gil_held, child_cpu):
+            probe_threads = False  # the waits overlap as far as one can tell; the probe costs too much
     if (
         probe_threads
         and n_serial
