@@ -20,10 +20,10 @@ class TestOnlyCallerRunsUserCode:
     """``only_caller_runs_user_code``: the guard before a BLAS thread pool is shut down."""
 
     def test_user_code_running_in_an_amorsize_thread_counts(self) -> None:
-        before = _native._running
-        with _native.running_user_code():
-            assert _native._running == before + 1 and not only_caller_runs_user_code()
-        assert _native._running == before
+        before = _native.RUNNING_USER_CODE.count
+        with _native.RUNNING_USER_CODE:
+            assert _native.RUNNING_USER_CODE.count == before + 1 and not only_caller_runs_user_code()
+        assert _native.RUNNING_USER_CODE.count == before
 
     def test_asked_from_an_amorsize_thread(self) -> None:
         answers: list[bool] = []

@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from amorsize.run import pools  # noqa: E402
 from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask, FunctionRef  # noqa: E402
 from amorsize.run.backends.processes import ProcessBackend, RemoteError, RemoteTraceback  # noqa: E402
 from amorsize.run.backends.serial import SerialBackend  # noqa: E402
-from amorsize.run.backends.threads import ThreadBackend  # noqa: E402
+from amorsize.run.backends.threads import ThreadBackend, _Job  # noqa: E402
 
 KINDS = ("serial", "threads", "processes")
 
@@ -501,7 +501,7 @@ class TestRunningUserCode:
 
     @pytest.mark.timeout(30)
     def test_running_and_abandoned_thread_chunks_count(self) -> None:
-        before = _native._running  # items abandoned by earlier tests may still be running
+        before = _native.RUNNING_USER_CODE.count  # items abandoned by earlier tests may still be running
         release = threading.Event()
         seen: list[bool] = []
 
@@ -514,13 +514,13 @@ class TestRunningUserCode:
             future = backend.submit(ChunkTask(0, 0, [1], FunctionRef.local(hold)))
             assert wait_until(lambda: bool(seen))
             assert seen == [False]
-            assert _native._running == before + 1 and not only_caller_runs_user_code()
+            assert _native.RUNNING_USER_CODE.count == before + 1 and not only_caller_runs_user_code()
             backend.abort()  # the thread is abandoned: its item runs on
             with pytest.raises(CancelledError):
                 future.result(5)
-            assert _native._running == before + 1 and not only_caller_runs_user_code()
+            assert _native.RUNNING_USER_CODE.count == before + 1 and not only_caller_runs_user_code()
             release.set()
-            assert wait_until(lambda: _native._running <= before)  # the item returned
+            assert wait_until(lambda: _native.RUNNING_USER_CODE.count <= before)  # the item returned
         main = threading.main_thread()
         if before == 0 and all(t is main or t.name.startswith("amorsize-") for t in threading.enumerate()):
             assert only_caller_runs_user_code()
@@ -573,6 +573,31 @@ class TestAbort:
                 with pytest.raises(CancelledError):
                     future.result(2)
             assert run(backend, [3], timeout=2).results == [3]
+
+    @pytest.mark.timeout(30)
+    def test_thread_abort_drops_a_chunk_a_thread_took_but_had_not_started(self) -> None:
+        # The race abort() must win: an idle thread has taken a chunk off the queue and waits for
+        # the backend's lock to start it. Held here, the lock lets the abort run in between.
+        calls: list[int] = []
+
+        def record(x: int) -> int:
+            calls.append(x)
+            return x
+
+        with ThreadBackend(1) as backend:
+            assert run(backend, [1], record).results == [1]  # the thread exists and is idle
+            assert wait_until(lambda: backend.idle_workers == 1, 5)
+            future: Future[ChunkOutcome] = Future()
+            task = ChunkTask(1, 1, [2], FunctionRef.local(record))
+            with backend._lock:
+                backend._queue.put(_Job(task, future, backend._epoch))
+                assert wait_until(lambda: backend._queue.empty(), 5)  # taken by the thread
+                time.sleep(0.05)  # the thread now waits for the lock
+                assert backend._abort_locked() == []  # nothing queued, nothing running
+            with pytest.raises(CancelledError):
+                future.result(5)
+            assert calls == [1]  # the chunk never ran
+            assert run(backend, [3], record).results == [3]  # and the thread still serves
 
     @pytest.mark.timeout(30)
     def test_threads_start_as_chunks_arrive(self) -> None:
