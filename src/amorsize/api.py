@@ -572,6 +572,7 @@ def _run(
             item_timeout=timeout,
             hooks=all_hooks,
             predicted_seconds=predicted,
+            item_seconds=measured.profile.mean_duration if measured is not None else None,
             **session.runner_options(
                 backend.n_workers,
                 candidate.chunksize,

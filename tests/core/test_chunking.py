@@ -15,6 +15,7 @@ from amorsize.core.chunking import (
     MAX_GROWTH,
     MAX_SHRINK,
     TAIL_MIN_CHUNK_SECONDS,
+    TAIL_SECONDS_PER_WORKER,
     TAIL_SPLIT,
     ChunkState,
     chunksize_for,
@@ -126,6 +127,17 @@ class TestChunksizeFor:
         state = ChunkState(100, per_item=per_item)
         assert chunksize_for(state, remaining=20, n_workers=2) == 10
         assert chunksize_for(state, remaining=4, n_workers=2) == 4
+
+    def test_many_workers_keep_tail_chunks_long_enough_for_the_parent(self) -> None:
+        # 74 threads of 1 ms waits: 15 items (74 × 200 µs) at least, where 5 ms alone gave 5
+        state = ChunkState(27, per_item=0.001)
+        shortest = math.ceil(74 * TAIL_SECONDS_PER_WORKER / 0.001)
+        assert shortest > TAIL_MIN_CHUNK_SECONDS / 0.001
+        assert chunksize_for(state, remaining=500, n_workers=74) == shortest
+        assert chunksize_for(state, remaining=10, n_workers=74) == 10
+        # two workers: the minimum duration alone, as before
+        assert chunksize_for(ChunkState(27, per_item=0.001), remaining=500, n_workers=2) == 27
+        assert chunksize_for(ChunkState(27, per_item=0.001), remaining=30, n_workers=2) == 7
 
     def test_free_items_are_not_split(self) -> None:
         assert chunksize_for(ChunkState(100, per_item=0.0), remaining=150, n_workers=4) == 100

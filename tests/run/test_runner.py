@@ -11,6 +11,7 @@ import contextlib
 import doctest
 import io
 import itertools
+import math
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ from rich.console import Console
 import amorsize.run.hooks as hooks_module
 import amorsize.run.report as report_module
 import amorsize.run.runner as runner_module
+from amorsize.core.chunking import TAIL_SECONDS_PER_WORKER, TAIL_SPLIT
 from amorsize.core.types import ExecutorKind
 from amorsize.errors import ConfigurationError, ExecutionError, ItemError, ItemTimeoutError, WorkerDiedError
 from amorsize.run.backend import ChunkOutcome, ChunkTask, FunctionRef, ItemFailure
@@ -730,6 +732,31 @@ class TestAdaptation:
         tail = sizes[sizes.index(20, 1) :]
         assert tail[-1] == 1
         assert all(a >= b for a, b in itertools.pairwise(tail))  # shrinking to the end
+
+    def test_the_dry_runs_item_time_holds_the_tail_floor_from_the_first_chunk(self) -> None:
+        # 8 workers, chunks of 100 items of 10 µs: before any chunk finished, the tail rule alone
+        # cut the first ones to 1000 // 16 = 62; known to last 1 ms, 100 items are not worth a split
+        unseeded = FakeBackend(8, cost=lambda item: 1e-5)
+        list(Runner(unseeded, double, range(1000), chunksize=100))
+        assert unseeded.sizes[0] == 1000 // (TAIL_SPLIT * 8)
+        seeded = FakeBackend(8, cost=lambda item: 1e-5)
+        list(Runner(seeded, double, range(1000), chunksize=100, item_seconds=1e-5))
+        assert seeded.sizes[0] == 100
+
+    def test_many_workers_get_no_tail_chunk_too_short_for_the_parent(self) -> None:
+        # 74 workers of 1 ms items: at least 74 × 200 µs = 15 items a chunk, but for what is left
+        backend = FakeBackend(74, cost=lambda item: 0.001)
+        list(Runner(backend, double, range(2000), chunksize=27, item_seconds=0.001))
+        shortest = math.ceil(74 * TAIL_SECONDS_PER_WORKER / 0.001)
+        assert sum(backend.sizes) == 2000
+        assert all(size >= shortest for size in backend.sizes[:-1])
+        assert len(backend.sizes) < 2000 / shortest + 1
+
+    @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+    def test_an_unusable_item_time_is_ignored(self, bad: float) -> None:
+        backend = FakeBackend(8, cost=lambda item: 0.001)
+        list(Runner(backend, double, range(1000), chunksize=100, item_seconds=bad))
+        assert backend.sizes[0] == 1000 // (TAIL_SPLIT * 8)
 
     def test_forced_chunksize_is_kept(self) -> None:
         backend = FakeBackend(2, cost=lambda item: 1.0)

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_SHRINK",
     "SMOOTHING",
     "TAIL_MIN_CHUNK_SECONDS",
+    "TAIL_SECONDS_PER_WORKER",
     "TAIL_SPLIT",
     "ChunkState",
     "chunksize_for",
@@ -69,6 +70,11 @@ TAIL_SPLIT = 2
 #: save under 5 ms of idle time, and costs one more dispatch (≈ 0.1 ms on processes,
 #: ``MachineCosts.fallback``): below this size the split is not worth its overhead.
 TAIL_MIN_CHUNK_SECONDS = 0.005
+#: … nor, with many workers, shorter than this many seconds per worker. The parent hands out chunks
+#: one at a time (~30–60 µs each with 64 threads here), so ``n`` workers finishing chunks of ``d``
+#: seconds keep it ``n × 50 µs / d`` busy: at 200 µs per worker, a quarter of its time. Waiting
+#: work on 70–125 threads was split into 350–770 chunks instead of ~100 and ran 10–20 % slower.
+TAIL_SECONDS_PER_WORKER = 200e-6
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,8 @@ def chunksize_for(
 
     The steady size, except near the end of a known-length run with several workers: then at most
     ``remaining // (TAIL_SPLIT × n_workers)`` items (but not fewer than would run for
-    ``min_chunk_seconds``), and never more than ``remaining``.
+    ``min_chunk_seconds``, or for :data:`TAIL_SECONDS_PER_WORKER` × ``n_workers``), and never more
+    than ``remaining``.
 
     Args:
         state: the current state.
@@ -167,7 +174,8 @@ def chunksize_for(
         tail = remaining // (TAIL_SPLIT * n_workers)
         if state.per_item is not None:
             # Items so quick that a chunk of them runs under min_chunk_seconds: not worth splitting.
-            worthwhile = min_chunk_seconds / state.per_item if state.per_item > 0 else math.inf
+            shortest = max(min_chunk_seconds, TAIL_SECONDS_PER_WORKER * n_workers)
+            worthwhile = shortest / state.per_item if state.per_item > 0 else math.inf
             tail = size if worthwhile >= size else max(tail, math.ceil(worthwhile))
         size = min(size, max(1, tail))
     return max(1, min(size, remaining))

@@ -56,6 +56,7 @@ Example, with a tiny backend that runs chunks as it receives them:
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import time
 import warnings
@@ -244,6 +245,9 @@ class Runner:
         adaptive: adapt the chunk size during the run; False keeps ``chunksize`` throughout (a
             chunk size the user forced), tail included.
         predicted_seconds: the planner's predicted wall time, copied into the report.
+        item_seconds: the dry run's seconds per item, or None: the adaptation starts from it, so the
+            tail's shortest worthwhile chunk (:func:`~amorsize.core.chunking.chunksize_for`) holds
+            from the first chunks on, before any has finished.
         clock: returns seconds; the wall time of the run is measured with it, and a gate's waits.
         sleep: waits that many seconds (when a gate paces the run and nothing is in flight).
 
@@ -274,6 +278,7 @@ class Runner:
         precomputed: Mapping[int, Any] | Sequence[Any] | None = None,
         adaptive: bool = True,
         predicted_seconds: float | None = None,
+        item_seconds: float | None = None,
         check_precomputed: Callable[[int, Any], None] | None = None,
         gate: DispatchGate | None = None,
         on_outcome: OutcomeSink | None = None,
@@ -359,7 +364,8 @@ class Runner:
         self._position = start
         self._pre_index = 0
         self._exhausted = False
-        self._state = ChunkState(chunksize=chunksize)
+        known = item_seconds is not None and math.isfinite(item_seconds) and item_seconds > 0
+        self._state = ChunkState(chunksize=chunksize, per_item=item_seconds if known else None)
         self._chunk_ids = itertools.count()
         self._n_emitted = 0
         self._n_chunks = 0
