@@ -2,7 +2,7 @@
 
 Run by hand (not in the test suite)::
 
-    python benchmarks/suite.py                 # 12 workloads, 3 rounds (medians); ~7–10 min
+    python benchmarks/suite.py                 # 13 workloads, 3 rounds (medians); ~8–11 min
     python benchmarks/suite.py --quick         # ¼ of the items, 1 round, a coarser oracle; ~70 s
     python benchmarks/suite.py --only io-sleep,fine-grained --repeat 5
 
@@ -265,10 +265,11 @@ def grid(func: Callable[[Any], Any], data: list[Any], serial_seconds: float, qui
         if n_jobs <= n:
             walk("processes", n_jobs)
     previous = math.inf
-    thread_counts = sorted({min(64, c) for c in (cores, 4 * cores, 16 * cores, 32 * cores)})
-    for n_jobs in thread_counts if not quick else thread_counts[::2]:
-        if n_jobs > n:
-            break
+    # up to 256 threads, as Amorsize may plan for waiting work (MAX_WAIT_THREADS), and at most one
+    # per item; the walk stops once more threads stop helping, so work that computes stops early
+    counts = sorted({min(64, c) for c in (cores, 4 * cores, 16 * cores, 32 * cores)} | {128, 256})
+    thread_counts = sorted({min(n, c) for c in (counts if not quick else counts[::2])})
+    for n_jobs in thread_counts:
         found = walk("threads", n_jobs)
         if math.isinf(found) or found > 1.1 * previous:  # more threads stopped helping
             break

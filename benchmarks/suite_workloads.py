@@ -118,6 +118,7 @@ def workloads(scale: int = 1) -> list[Workload]:
             "processes, small chunks at the end",
         ),
         Workload("io-sleep", "400 × 5 ms sleep", nap, lambda: [0.005] * n(400), "many threads"),
+        Workload("io-long", "100 × 20 ms sleep", nap, lambda: [0.02] * n(100), "a thread per item"),
         Workload(
             "large-input",
             "240 × 1 MB bytes in, ~0.5 ms of work each",
