@@ -17,6 +17,7 @@ from amorsize import (
     ConfigurationError,
     ItemError,
     OptimizationResult,
+    RateLimitPolicy,
     SamplingError,
     StreamingOptimizationResult,
     WorkerDiedError,
@@ -165,6 +166,47 @@ class TestExecute:
         results = execute(log, data, executor=executor)
         assert results == [2 * x for x in range(300)]
         assert sorted(log.calls()) == list(range(300))
+
+    @pytest.mark.timeout(60)
+    def test_a_short_waiting_input_runs_whole_in_the_dry_run(self) -> None:
+        calls: list[int] = []
+
+        def nap(x: int) -> int:
+            calls.append(x)
+            time.sleep(0.02)
+            return -x
+
+        results, report = execute(nap, list(range(100)), return_report=True)
+        assert results == [-x for x in range(100)]
+        assert sorted(calls) == list(range(100))
+        assert report.items_from_dry_run == 100  # a thread per item while the first one waited
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"n_jobs": 8},
+            {"max_workers": 8},
+            {"rate_limit": RateLimitPolicy(calls_per_second=1000)},
+            {"timeout": 5.0},
+        ],
+        ids=["n_jobs", "max_workers", "rate_limit", "timeout"],
+    )
+    def test_no_head_start_when_the_user_bounds_the_calls(self, options: dict[str, Any]) -> None:
+        def nap(x: int) -> int:
+            time.sleep(0.02)
+            return -x
+
+        results, report = execute(nap, list(range(60)), return_report=True, **options)
+        assert results == [-x for x in range(60)]
+        assert report.items_from_dry_run < 20
+
+    def test_optimize_does_not_run_a_waiting_input_whole(self) -> None:
+        def nap(x: int) -> int:
+            time.sleep(0.02)
+            return x
+
+        assert optimize(nap, list(range(60))).n_sampled < 20  # its results would be thrown away
 
     @pytest.mark.timeout(60)
     @pytest.mark.parametrize("executor", [None, "serial", "processes"])

@@ -39,6 +39,7 @@ _NO_USER_CODE = (
     "amorsize-thread-watchdog",
     "amorsize-thread:",
     "amorsize-gil-canary",
+    "amorsize-head-watch",
     "amorsize-calibrate",
     "amorsize-dask-manager",
 )

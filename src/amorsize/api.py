@@ -119,6 +119,7 @@ def analyse(
     cluster: Machine | None = None,
     clock: Callable[[], float] = time.perf_counter,
     max_probe_threads: int | None = None,
+    head_start: bool = False,
 ) -> tuple[Sample, Diagnostics, tuple[str, ...]]:
     """Run the dry run, probe the machine and plan; the shared first half of every API call.
 
@@ -126,7 +127,8 @@ def analyse(
     plan is then serial here or Dask there, and the diagnostics show the cluster. ``clock``: times
     the dry run's calls (a rate-limited run passes one that leaves out its waits for tokens).
     ``max_probe_threads``: most threads the thread probe calls ``func`` from at once (a run behind a
-    circuit breaker passes 2; None: the sampler's own choice).
+    circuit breaker passes 2; None: the sampler's own choice). ``head_start``: the caller keeps every
+    result and lets the dry run start a short waiting input whole (see :func:`sample`).
 
     Returns:
         The sample (with the dry run's results and the rest of the data), the diagnostics (profile,
@@ -142,7 +144,14 @@ def analyse(
         executor=executor,
         max_workers=max_workers,
     )
-    measured = sample(func, data, sample_size=sample_size, clock=clock, max_probe_threads=max_probe_threads)
+    measured = sample(
+        func,
+        data,
+        sample_size=sample_size,
+        clock=clock,
+        max_probe_threads=max_probe_threads,
+        head_start=head_start,
+    )
     began = time.perf_counter()
     machine = _calibrated(probe_machine(start_method=start_method))
     total = measured.profile.total_items
@@ -464,6 +473,7 @@ def _prepare(
     client: Any = None,
     clock: Callable[[], float] = time.perf_counter,
     max_probe_threads: int | None = None,
+    head_start: bool = False,
 ) -> _RunSetup:
     """Plan a run; skip the dry run only when executor, n_jobs and chunksize are all forced.
 
@@ -507,6 +517,7 @@ def _prepare(
             cluster=None if dask_client is None else probe_cluster(dask_client),
             clock=clock,
             max_probe_threads=max_probe_threads,
+            head_start=head_start,
             **optimize_options,
         )
     except BaseException:
@@ -603,6 +614,7 @@ def _planned(
     optimize_options: Mapping[str, Any],
     backend: str | None = None,
     client: Any = None,
+    timeout: float | None = None,
 ) -> _RunSetup:
     """Plan with the session: a resumed checkpoint's plan is forced (so no dry run runs a finished
     item again); otherwise the dry run goes through the session's gate; the checkpoint records both."""
@@ -620,6 +632,18 @@ def _planned(
         client=client,
         clock=session.dry_run_clock,
         max_probe_threads=session.dry_run_probe_threads,
+        # every result is kept: a short waiting input may run whole in the dry run, a thread per
+        # item, unless a gate must see each call, the user bounded the workers, the plan or the
+        # items' time (the dry run stops no item), or the work is for a Dask cluster
+        head_start=session.gate is None
+        and timeout is None
+        and backend is None
+        and client is None
+        and n_jobs is None
+        and chunksize is None
+        and executor is None
+        and not forced
+        and optimize_options.get("max_workers") is None,
     )
     measured = setup.measured
     session.planned(
@@ -903,6 +927,7 @@ def execute_planned(
             optimize_options=optimize_options,
             backend=backend,
             client=client,
+            timeout=timeout,
         )
         result = _result_from(setup, data) if setup.diagnostics is not None else None
         if verbose and result is not None and setup.diagnostics is not None:
@@ -1069,6 +1094,7 @@ def _imap(
             optimize_options=optimize_options,
             backend=backend,
             client=client,
+            timeout=timeout,
         )
         yield from _run(
             session,

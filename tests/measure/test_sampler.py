@@ -695,3 +695,100 @@ def test_sample_repr_is_readable() -> None:
     s = sample(square, range(3))
     assert isinstance(s, Sample)
     assert "Profile(" in repr(s)
+
+
+class TestHeadStart:
+    """A short waiting input runs whole while its first item waits (``sample(head_start=True)``)."""
+
+    @staticmethod
+    def napper(calls: list[tuple[int, str]]) -> Callable[[int], int]:
+        def nap(x: int) -> int:
+            calls.append((x, threading.current_thread().name))
+            time.sleep(0.02)
+            return x * 10
+
+        return nap
+
+    @pytest.mark.timeout(30)
+    def test_the_rest_starts_while_the_first_item_waits(self) -> None:
+        calls: list[tuple[int, str]] = []
+        s = sample(self.napper(calls), list(range(100)), head_start=True)
+        assert s.n_done == 100 and list(s.results) == [x * 10 for x in range(100)]
+        assert sorted(x for x, _ in calls) == list(range(100))  # each item once
+        assert {name for x, name in calls if x > 0} == {"amorsize-head-start"}
+        assert not list(s.rest())  # nothing left for the run
+        assert s.profile.is_io_bound  # the first item's CPU is its own thread's, not the starts'
+        # the 99 overlapped: ~60× here (one by one would read 1×)
+        assert s.profile.probe_threads == 99
+        assert s.profile.thread_speedup is not None and s.profile.thread_speedup > 10
+
+    @pytest.mark.parametrize(
+        "why",
+        ["not asked", "a generator", "too many items", "the first item computes", "no probing"],
+    )
+    def test_no_head_start(self, why: str) -> None:
+        calls: list[tuple[int, str]] = []
+        nap = self.napper(calls)
+
+        def spin_then_nap(x: int) -> int:
+            end = time.thread_time() + 0.01
+            while time.thread_time() < end:
+                pass
+            return nap(x)
+
+        func, data, options = nap, list(range(50)), {"head_start": True}
+        if why == "not asked":
+            options = {}
+        elif why == "a generator":
+            data = iter(range(50))  # type: ignore[assignment]
+        elif why == "too many items":
+            data = list(range(sampler_module.HEAD_START_ITEMS + 2))
+        elif why == "the first item computes":
+            func = spin_then_nap
+        else:
+            options["probe_threads"] = False
+        s = sample(func, data, **options)
+        assert s.n_done < 20, why
+        assert all(name != "amorsize-head-start" for _, name in calls)
+
+    @pytest.mark.timeout(30)
+    def test_a_first_item_waiting_on_a_child_process_starts_nothing(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # watched once the child runs and the caller only waits for it (forking took its CPU)
+        monkeypatch.setattr(sampler_module, "HEAD_START_AFTER", 0.02)
+        calls: list[int] = []
+
+        def child(x: int) -> int:
+            calls.append(x)
+            subprocess.run([sys.executable, "-S", "-c", "import time; time.sleep(0.05)"], check=True)
+            return x
+
+        s = sample(child, list(range(20)), head_start=True)
+        assert s.n_done < 20
+        assert len(calls) == s.n_done
+
+    @pytest.mark.timeout(30)
+    def test_a_failing_item_of_the_head_start_is_named(self) -> None:
+        def nap_or_fail(x: int) -> int:
+            time.sleep(0.01)
+            if x == 37:
+                raise KeyError(x)
+            return x
+
+        with pytest.raises(SamplingError) as info:
+            sample(nap_or_fail, list(range(60)), head_start=True)
+        assert info.value.index == 37
+        assert isinstance(info.value.__cause__, KeyError)
+
+    def test_child_pids_sees_a_running_child(self) -> None:
+        before = sampler_module._child_pids()
+        if before is None:
+            pytest.skip("no /proc/self/task/*/children here")
+        child = subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(5)"])
+        try:
+            assert child.pid in (sampler_module._child_pids() or set())
+        finally:
+            child.kill()
+            child.wait()
+        assert child.pid not in (sampler_module._child_pids() or set())

@@ -38,6 +38,7 @@ import contextlib
 import dis
 import itertools
 import math
+import os
 import pickle
 import statistics
 import threading
@@ -133,6 +134,16 @@ WAIT_GIL_HELD = 0.5
 #: … and without child processes computing for them (their CPU under this share of the wall time:
 #: ``subprocess.run`` of a CPU-bound program waits here while using a core elsewhere).
 WAIT_CHILD_CPU_SHARE = 0.25
+#: ``execute``'s dry run of a short input (:func:`sample`'s ``head_start``): when the first item is
+#: still running after this many seconds, having used under :data:`HEAD_START_CPU_SHARE` of that
+#: time in CPU (its own thread's clock) with the GIL free (the watcher got it) and no new child
+#: process, it waits; if the rest is at most :data:`HEAD_START_ITEMS` items, each then starts on a
+#: thread of its own at once. Otherwise the first item's whole wait came before any other: 100 ×
+#: 20 ms sleeps took ~55 ms where a thread per item takes ~35, a ~20 ms item then a ~35 ms run.
+HEAD_START_AFTER = 0.002
+HEAD_START_CPU_SHARE = 0.1
+#: … as many threads as the planner may give waiting work (``amorsize.core.planner.MAX_WAIT_THREADS``).
+HEAD_START_ITEMS = 256
 
 #: Below this wall time a call's CPU time is capped at its wall time: reading the process CPU
 #: clock costs ~0.3–1 µs here, which would otherwise make tiny items look multi-threaded.
@@ -332,13 +343,26 @@ def _serial_phase(
     total_items: int | None,
     clock: Callable[[], float],
     cpu_clock: Callable[[], float],
+    head: _HeadStart | None = None,
 ) -> _Measured:
     measured = _Measured()
     spent = 0.0
     index = 0
     n_fast = 0  # items under FAST_ITEM_SECONDS: the median is under it when they are more than half
     for index, item in enumerate(iterator):
-        wall = _timed_call(func, item, index, measured, clock, cpu_clock)
+        if index == 0 and head is not None:
+            head.arm()
+            try:
+                wall = _timed_call(func, item, index, measured, clock, cpu_clock)
+            finally:
+                launched = head.disarm()
+            if launched:  # the rest ran meanwhile; the process clock counted its threads too
+                measured.cpu_times[0] = min(head.first_cpu, measured.durations[0])
+                measured.first_done_at = time.perf_counter()
+                head.record(measured, iterator)
+                return measured
+        else:
+            wall = _timed_call(func, item, index, measured, clock, cpu_clock)
         spent += wall
         n_fast += wall < FAST_ITEM_SECONDS
         if index == 0:
@@ -398,6 +422,133 @@ def _children_cpu() -> float | None:
         return None
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _child_pids() -> set[int] | None:
+    """This process's child processes (``/proc/self/task/*/children``); None where unknown."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    pids: set[int] = set()
+    readable = False
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as file:
+                pids.update(int(pid) for pid in file.read().split())
+            readable = True
+        except (OSError, ValueError):  # the thread ended meanwhile (or the kernel lacks the file)
+            continue
+    return pids if readable else None
+
+
+class _HeadStart:
+    """Starts the rest of a short input, a thread per item, while its first item waits.
+
+    Used around the first item of :func:`sample` with ``head_start`` (see :data:`HEAD_START_AFTER`):
+    :meth:`arm` right before the call, in the calling thread; :meth:`disarm` right after it, which
+    joins every thread started. The rest's items are taken from the sequence by position, so the
+    input's iterator is never touched from another thread.
+    """
+
+    def __init__(self, func: Callable[[Any], Any], rest: list[Any], clock: Callable[[], float]) -> None:
+        self._func = func
+        self.items = rest
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._armed = threading.Event()  # the first item's start is noted
+        self._done = threading.Event()  # the first item returned
+        self._caller_clock = time.pthread_getcpuclockid(threading.get_ident())
+        self._caller_cpu = 0.0
+        self._started_at = 0.0
+        self._children: set[int] | None = None
+        self._watcher: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.launched = False
+        self._launched_at = 0.0
+        self._ended_at = 0.0  # the latest end of an item started here
+        self.first_cpu = 0.0  # the calling thread's CPU seconds over the first item
+        self.results: list[Any] = [None] * len(rest)
+        self.walls = [0.0] * len(rest)
+        self.cpus = [0.0] * len(rest)
+        self.errors: list[tuple[int, Exception]] = []
+
+    def arm(self) -> None:
+        """Start watching the first item (call right before it, in the thread that runs it)."""
+        self._children = _child_pids()
+        self._watcher = threading.Thread(target=self._watch, name="amorsize-head-watch", daemon=True)
+        self._watcher.start()
+        # after the watcher's start, whose ~0.1–0.2 ms of CPU here is not the item's
+        self._caller_cpu = time.clock_gettime(self._caller_clock)
+        self._started_at = time.perf_counter()
+        self._armed.set()
+
+    def disarm(self) -> bool:
+        """Stop watching (right after the first item); wait for every item started. True if any was."""
+        self.first_cpu = time.clock_gettime(self._caller_clock) - self._caller_cpu
+        with self._lock:
+            self._done.set()
+        self._armed.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        for thread in self._threads:
+            thread.join()
+        return self.launched
+
+    def _watch(self) -> None:
+        self._armed.wait()
+        if self._done.wait(HEAD_START_AFTER) or self._children is None:
+            return
+        elapsed = time.perf_counter() - self._started_at
+        if time.clock_gettime(self._caller_clock) - self._caller_cpu >= HEAD_START_CPU_SHARE * elapsed:
+            return  # the first item computes
+        children = _child_pids()
+        if children is None or children - self._children:
+            return  # it started a process, which may compute for it while it waits
+        with self._lock:
+            if self._done.is_set():
+                return
+            self.launched = True
+            self._launched_at = self._clock()
+            for position in range(len(self.items)):
+                thread = threading.Thread(
+                    target=self._run, args=(position,), name="amorsize-head-start", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _run(self, position: int) -> None:
+        started_cpu = time.thread_time()
+        started = self._clock()
+        try:
+            self.results[position] = self._func(self.items[position])
+        except Exception as error:
+            self.errors.append((position, error))
+        ended = self._clock()
+        self.walls[position] = ended - started
+        self.cpus[position] = time.thread_time() - started_cpu
+        self._ended_at = max(self._ended_at, ended)  # a race may keep an earlier end: ~µs apart
+
+    def speedup(self, reference: float) -> float | None:
+        """How many times faster than one by one (items of ``reference`` seconds) the items ran."""
+        wall = self._ended_at - self._launched_at
+        return len(self.items) * reference / wall if self.launched and wall > 0 and reference > 0 else None
+
+    def record(self, measured: _Measured, iterator: Iterator[Any]) -> None:
+        """Append the items run to ``measured`` in order, and step ``iterator`` past them.
+
+        Raises:
+            SamplingError: an item raised (the first by position).
+        """
+        for _ in self.items:  # the same items the sequence gave by position
+            next(iterator, None)
+        if self.errors:
+            position, error = min(self.errors, key=lambda pair: pair[0])
+            raise SamplingError(1 + position, error) from error
+        measured.items.extend(self.items)
+        measured.results.extend(self.results)
+        measured.durations.extend(self.walls)
+        measured.cpu_times.extend(self.cpus)
 
 
 def _overlap_evident(
@@ -1016,6 +1167,7 @@ def sample(
     clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
     max_probe_threads: int | None = None,
+    head_start: bool = False,
 ) -> Sample:
     """Run ``func`` on the first items of ``data`` and measure it.
 
@@ -1033,6 +1185,10 @@ def sample(
         clock: wall clock (seconds); cpu_clock: process CPU clock (seconds). Tests pass fakes.
         max_probe_threads: most threads the probe runs at once (None: 2 for computing work,
             :data:`WAIT_PROBE_THREADS` for waiting work); ≥ 2.
+        head_start: the caller keeps every result (``execute``, ``imap``) and calls ``func`` from
+            any number of threads: a sequence of at most :data:`HEAD_START_ITEMS` + 1 items whose
+            first item waits then runs whole, a thread per item, while that item waits (see
+            :data:`HEAD_START_AFTER`). Never with ``probe_threads=False``.
 
     Returns:
         A :class:`Sample` with the profile, the sampled results and the data, nothing lost.
@@ -1066,10 +1222,20 @@ def sample(
     memory = PeakMemory()
     memory.start()
     canary = GilCanary() if probe_threads is not False else None
+    head = None
+    if (
+        head_start
+        and probe_threads is not False
+        and total is not None
+        and 2 <= total <= HEAD_START_ITEMS + 1
+        and isinstance(data, Sequence)
+        and hasattr(time, "pthread_getcpuclockid")
+    ):
+        head = _HeadStart(func, [data[position] for position in range(1, total)], clock)
     children_before = _children_cpu()  # None where unknown (then it stays unknown)
     with canary if canary is not None else contextlib.nullcontext():
         serial_cpu = cpu_clock if canary is None else canary.without_canary(cpu_clock)
-        measured = _serial_phase(func, iterator, sample_size, total, clock, serial_cpu)
+        measured = _serial_phase(func, iterator, sample_size, total, clock, serial_cpu, head)
     child_cpu = None if children_before is None else (_children_cpu() or 0.0) - children_before
     n_serial = len(measured.items)
     gil_held = canary.held_fraction if canary is not None else None
@@ -1085,6 +1251,9 @@ def sample(
     mean = statistics.fmean(measured.durations) if measured.durations else 0.0
     thread_speedup: float | None = None
     probe_threads_used = 2
+    if head is not None and head.launched and measured.durations:  # the rest ran a thread per item
+        thread_speedup = head.speedup(measured.durations[0])
+        probe_threads_used = max(2, len(head.items))
     capped_duration: float | None = None
     capped_blas = 0
     # The probe runs up to 3 × budget of items at serial speed (reference + a GIL-bound pair):

@@ -46,7 +46,7 @@ def explain(result: OptimizationResult | StreamingOptimizationResult, diagnostic
         probe = f"{profile.thread_speedup:.2f}x on {profile.probe_threads} threads"
     lines = [
         "Amorsize analysis",
-        f"  measured   {profile.n_sampled} items timed serially in {seconds(diagnostics.sampling_seconds)}: "
+        f"  measured   {profile.n_sampled} items timed in {seconds(diagnostics.sampling_seconds)}: "
         f"mean {seconds(profile.mean_duration)}, CV {profile.coefficient_of_variation:.2f}, "
         f"CPU/wall {profile.cpu_ratio:.2f}, GIL probe {probe}",
         f"             pickled {size(profile.mean_input_bytes)} in / {size(profile.mean_output_bytes)} out "
