@@ -120,24 +120,32 @@ class TestChunksizeFor:
         assert chunksize_for(ChunkState(100), remaining=10_000, n_workers=2) == 100
 
     def test_tail_is_split_across_workers(self) -> None:
-        assert chunksize_for(ChunkState(100), remaining=200, n_workers=2) == 200 // (TAIL_SPLIT * 2)
+        state = ChunkState(100, n_observed=1)
+        assert chunksize_for(state, remaining=200, n_workers=2) == 200 // (TAIL_SPLIT * 2)
+
+    def test_a_run_planned_as_one_round_starts_as_planned(self) -> None:
+        # 80 workers, 399 items, a chunk of 5 each: not halved into 117 chunks of 3-4 (two rounds)
+        assert chunksize_for(ChunkState(5), remaining=399, n_workers=80) == 5
+        assert chunksize_for(ChunkState(5), remaining=401, n_workers=80) == 2  # more than one round
+        assert chunksize_for(ChunkState(5, n_observed=1), remaining=399, n_workers=80) == 2  # mid-run
 
     def test_tail_not_split_below_the_minimum_duration(self) -> None:
         per_item = TAIL_MIN_CHUNK_SECONDS / 10  # 10 items make the smallest worthwhile chunk
-        state = ChunkState(100, per_item=per_item)
+        state = ChunkState(100, per_item=per_item, n_observed=1)
         assert chunksize_for(state, remaining=20, n_workers=2) == 10
         assert chunksize_for(state, remaining=4, n_workers=2) == 4
 
     def test_many_workers_keep_tail_chunks_long_enough_for_the_parent(self) -> None:
         # 74 threads of 1 ms waits: 15 items (74 × 200 µs) at least, where 5 ms alone gave 5
-        state = ChunkState(27, per_item=0.001)
+        state = ChunkState(27, per_item=0.001, n_observed=1)
         shortest = math.ceil(74 * TAIL_SECONDS_PER_WORKER / 0.001)
         assert shortest > TAIL_MIN_CHUNK_SECONDS / 0.001
         assert chunksize_for(state, remaining=500, n_workers=74) == shortest
         assert chunksize_for(state, remaining=10, n_workers=74) == 10
         # two workers: the minimum duration alone, as before
-        assert chunksize_for(ChunkState(27, per_item=0.001), remaining=500, n_workers=2) == 27
-        assert chunksize_for(ChunkState(27, per_item=0.001), remaining=30, n_workers=2) == 7
+        mid_run = ChunkState(27, per_item=0.001, n_observed=1)
+        assert chunksize_for(mid_run, remaining=500, n_workers=2) == 27
+        assert chunksize_for(mid_run, remaining=30, n_workers=2) == 7
 
     def test_free_items_are_not_split(self) -> None:
         assert chunksize_for(ChunkState(100, per_item=0.0), remaining=150, n_workers=4) == 100
@@ -172,5 +180,10 @@ class TestChunksizeFor:
 
     @given(sizes, st.integers(min_value=1, max_value=10**7), st.integers(min_value=2, max_value=256))
     def test_tail_leaves_work_for_every_worker(self, size: int, remaining: int, n_workers: int) -> None:
-        got = chunksize_for(ChunkState(size), remaining=remaining, n_workers=n_workers)
+        got = chunksize_for(ChunkState(size, n_observed=1), remaining=remaining, n_workers=n_workers)
         assert got == 1 or got * TAIL_SPLIT * n_workers <= remaining
+        first = chunksize_for(ChunkState(size), remaining=remaining, n_workers=n_workers)
+        if size * n_workers >= remaining:  # a run laid out as one round starts as laid out
+            assert first == min(size, remaining)
+        else:
+            assert first == got
