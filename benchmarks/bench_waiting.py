@@ -73,7 +73,10 @@ def run_case(n_items: int, seconds: float, repeat: int) -> tuple[dict[str, list[
         _, report, result = execute_planned(wait, data)
         elapsed = time.perf_counter() - started
         assert result is not None
-        plans.add(f"{report.executor} × {report.n_workers}, cs {report.initial_chunksize}")
+        if report.items_from_dry_run == n_items:
+            plans.add("all in the dry run (a thread per item)")
+        else:
+            plans.add(f"{report.executor} × {report.n_workers}, cs {report.initial_chunksize}")
         return elapsed
 
     timers: dict[str, Callable[[], float]] = {
