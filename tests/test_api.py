@@ -313,7 +313,11 @@ class TestExecute:
         from amorsize.core.calibration import apply_correction, estimate_correction
 
         rows = [r for r in default_store().runs(limit=200) if r.get("machine") == row["machine"]]
-        amorsize.api._corrections.clear()  # the cached estimate may predate the last few runs
+        # the estimate cached here, and the one the store keeps, may predate the last few runs
+        # (the store is shared by the whole test session: other tests' runs decide whether the
+        # kept one is still fresh enough to reuse)
+        amorsize.api._corrections.clear()
+        default_store().delete(amorsize.api.CORRECTION_NAMESPACE, row["machine"])
         assert _calibrated(machine) == apply_correction(machine, estimate_correction(rows))
 
     @pytest.mark.timeout(60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import hashlib
 import itertools
@@ -724,7 +725,14 @@ class TestHeadStart:
 
     @pytest.mark.parametrize(
         "why",
-        ["not asked", "a generator", "too many items", "the first item computes", "no probing"],
+        [
+            "not asked",
+            "a generator",
+            "not a list, tuple or range",
+            "too many items",
+            "the first item computes",
+            "no probing",
+        ],
     )
     def test_no_head_start(self, why: str) -> None:
         calls: list[tuple[int, str]] = []
@@ -741,6 +749,8 @@ class TestHeadStart:
             options = {}
         elif why == "a generator":
             data = iter(range(50))  # type: ignore[assignment]
+        elif why == "not a list, tuple or range":  # sliced from another thread: built-ins only
+            data = collections.UserList(range(50))  # type: ignore[assignment]
         elif why == "too many items":
             data = list(range(sampler_module.HEAD_START_ITEMS + 2))
         elif why == "the first item computes":

@@ -600,6 +600,31 @@ class TestAbort:
             assert run(backend, [3], record).results == [3]  # and the thread still serves
 
     @pytest.mark.timeout(30)
+    def test_threads_the_system_refuses_leave_the_others_working(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real_start = threading.Thread.start
+        started: list[str] = []
+
+        def start(thread: threading.Thread) -> None:
+            if thread.name.startswith("amorsize-thread:") and len(started) >= 3:
+                raise RuntimeError("can't start new thread")
+            started.append(thread.name)
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+        with ThreadBackend(8) as backend:
+            ref = FunctionRef.create(workfuncs.square)
+            with pytest.warns(RuntimeWarning, match="runs on 3 threads, not 8"):
+                futures = [backend.submit(ChunkTask(i, i, [i], ref)) for i in range(10)]
+            assert [f.result(5).results for f in futures] == [[i * i] for i in range(10)]
+            assert backend.n_workers == 3
+        with ThreadBackend(2) as alone:
+            started.extend(["taken"] * 3)  # no thread may start now
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                alone.submit(ChunkTask(0, 0, [1], FunctionRef.create(workfuncs.square)))
+
+    @pytest.mark.timeout(30)
     def test_threads_start_with_the_first_chunk(self) -> None:
         before = threading.active_count()
         with ThreadBackend(4) as backend:

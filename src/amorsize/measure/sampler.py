@@ -447,13 +447,19 @@ class _HeadStart:
 
     Used around the first item of :func:`sample` with ``head_start`` (see :data:`HEAD_START_AFTER`):
     :meth:`arm` right before the call, in the calling thread; :meth:`disarm` right after it, which
-    joins every thread started. The rest's items are taken from the sequence by position, so the
-    input's iterator is never touched from another thread.
+    joins every thread started. The rest's items are a slice of the list, tuple or range, taken
+    when they start, so the input's iterator is never touched from another thread.
     """
 
-    def __init__(self, func: Callable[[Any], Any], rest: list[Any], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        func: Callable[[Any], Any],
+        data: list[Any] | tuple[Any, ...] | range,
+        clock: Callable[[], float],
+    ) -> None:
         self._func = func
-        self.items = rest
+        self._data = data
+        self.items: list[Any] = []  # the rest, taken (by a slice) when it starts
         self._clock = clock
         self._lock = threading.Lock()
         self._armed = threading.Event()  # the first item's start is noted
@@ -468,9 +474,9 @@ class _HeadStart:
         self._launched_at = 0.0
         self._ended_at = 0.0  # the latest end of an item started here
         self.first_cpu = 0.0  # the calling thread's CPU seconds over the first item
-        self.results: list[Any] = [None] * len(rest)
-        self.walls = [0.0] * len(rest)
-        self.cpus = [0.0] * len(rest)
+        self.results: list[Any] = []
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
         self.errors: list[tuple[int, Exception]] = []
 
     def arm(self) -> None:
@@ -508,6 +514,10 @@ class _HeadStart:
         with self._lock:
             if self._done.is_set():
                 return
+            self.items = list(self._data[1:])
+            self.results = [None] * len(self.items)
+            self.walls = [0.0] * len(self.items)
+            self.cpus = [0.0] * len(self.items)
             self.launched = True
             self._launched_at = self._clock()
             for position in range(len(self.items)):
@@ -1186,9 +1196,9 @@ def sample(
         max_probe_threads: most threads the probe runs at once (None: 2 for computing work,
             :data:`WAIT_PROBE_THREADS` for waiting work); ≥ 2.
         head_start: the caller keeps every result (``execute``, ``imap``) and calls ``func`` from
-            any number of threads: a sequence of at most :data:`HEAD_START_ITEMS` + 1 items whose
-            first item waits then runs whole, a thread per item, while that item waits (see
-            :data:`HEAD_START_AFTER`). Never with ``probe_threads=False``.
+            any number of threads: a list, tuple or range of at most :data:`HEAD_START_ITEMS` + 1
+            items whose first item waits then runs whole, a thread per item, while that item waits
+            (see :data:`HEAD_START_AFTER`). Never with ``probe_threads=False``.
 
     Returns:
         A :class:`Sample` with the profile, the sampled results and the data, nothing lost.
@@ -1228,10 +1238,10 @@ def sample(
         and probe_threads is not False
         and total is not None
         and 2 <= total <= HEAD_START_ITEMS + 1
-        and isinstance(data, Sequence)
+        and isinstance(data, (list, tuple, range))  # sliced from another thread: built-ins only
         and hasattr(time, "pthread_getcpuclockid")
     ):
-        head = _HeadStart(func, [data[position] for position in range(1, total)], clock)
+        head = _HeadStart(func, data, clock)
     children_before = _children_cpu()  # None where unknown (then it stays unknown)
     with canary if canary is not None else contextlib.nullcontext():
         serial_cpu = cpu_clock if canary is None else canary.without_canary(cpu_clock)

@@ -29,6 +29,7 @@ import itertools
 import queue
 import threading
 import time
+import warnings
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
@@ -156,7 +157,8 @@ class ThreadBackend(ClosingContext):
                 future.cancel()
                 return future
             while len(self._workers) < self._n_workers:  # all of them, before the first chunk runs
-                self._start_worker()
+                if not self._start_worker():
+                    break
             self._queue.put(_Job(task, future, self._epoch))
         return future
 
@@ -199,14 +201,33 @@ class ThreadBackend(ClosingContext):
 
     # -- internals (called with self._lock held unless said otherwise) ---------------------------
 
-    def _start_worker(self) -> None:
+    def _start_worker(self) -> bool:
+        """Start one more thread; False when the OS refused it but others already run.
+
+        Raises:
+            RuntimeError: the OS refused the only thread (a limit on threads or processes).
+        """
         worker = _Worker(f"thread:{next(self._names)}")
         thread = threading.Thread(
             target=self._work, args=(worker,), name=f"amorsize-{worker.name}", daemon=True
         )
         worker.thread = thread
         self._workers.append(worker)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as error:  # "can't start new thread": ulimit -u, a cgroup's pids.max
+            self._workers.remove(worker)
+            if not self._workers:
+                raise
+            warnings.warn(
+                f"the thread backend runs on {len(self._workers)} threads, not {self._n_workers}: the "
+                f"system refused more ({error}); raise the limit on threads or pass a smaller n_jobs",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._n_workers = len(self._workers)
+            return False
+        return True
 
     def _abandon(self, worker: _Worker, *, replace: bool) -> None:
         worker.abandoned = True
