@@ -779,17 +779,18 @@ class TestHeadStart:
         assert len(calls) == s.n_done
 
     @pytest.mark.timeout(30)
-    def test_a_failing_item_of_the_head_start_is_named(self) -> None:
+    @pytest.mark.parametrize("error", [KeyError, SystemExit])  # SystemExit would end its thread only
+    def test_a_failing_item_of_the_head_start_is_named(self, error: type[BaseException]) -> None:
         def nap_or_fail(x: int) -> int:
             time.sleep(0.01)
             if x == 37:
-                raise KeyError(x)
+                raise error(x)
             return x
 
         with pytest.raises(SamplingError) as info:
             sample(nap_or_fail, list(range(60)), head_start=True)
         assert info.value.index == 37
-        assert isinstance(info.value.__cause__, KeyError)
+        assert isinstance(info.value.__cause__, error)
 
     def test_child_pids_sees_a_running_child(self) -> None:
         before = sampler_module._child_pids()

@@ -29,7 +29,10 @@ Rules the dry run keeps:
   input sorted by size; their results are kept too (:attr:`Sample.later`).
 - **Waiting work is sampled against its parallel run.** Items whose CPU time is under half their
   wall time will overlap on many threads, so the serial phase gets :data:`WAIT_OVERLAP` times less
-  budget (often one item) and the probe runs :data:`WAIT_PROBE_THREADS` threads at once.
+  budget (often one item) and the probe runs :data:`WAIT_PROBE_THREADS` threads at once — unless it
+  would cost more than a tenth of the quickest threaded run (:data:`WAIT_PROBE_RUN_SHARE`). For
+  ``execute``, a short input whose first item waits runs whole, a thread per item, while that item
+  waits (:data:`HEAD_START_AFTER`).
 """
 
 from __future__ import annotations
@@ -477,7 +480,7 @@ class _HeadStart:
         self.results: list[Any] = []
         self.walls: list[float] = []
         self.cpus: list[float] = []
-        self.errors: list[tuple[int, Exception]] = []
+        self.errors: list[tuple[int, BaseException]] = []
 
     def arm(self) -> None:
         """Start watching the first item (call right before it, in the thread that runs it)."""
@@ -532,7 +535,7 @@ class _HeadStart:
         started = self._clock()
         try:
             self.results[position] = self._func(self.items[position])
-        except Exception as error:
+        except BaseException as error:  # SystemExit too: off the main thread it would end the thread only
             self.errors.append((position, error))
         ended = self._clock()
         self.walls[position] = ended - started
