@@ -762,6 +762,18 @@ class TestHeadStart:
         assert all(name != "amorsize-head-start" for _, name in calls)
 
     @pytest.mark.timeout(30)
+    def test_not_with_too_little_memory_for_the_rest(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import amorsize.measure.machine as machine_module
+
+        monkeypatch.setattr(machine_module, "memory_info", lambda: (49 * 64 * 2**20, None))
+        calls: list[tuple[int, str]] = []
+        assert sample(self.napper(calls), list(range(50)), head_start=True).n_done == 50  # 49 fit
+        monkeypatch.setattr(machine_module, "memory_info", lambda: (48 * 64 * 2**20, None))
+        calls.clear()
+        assert sample(self.napper(calls), list(range(50)), head_start=True).n_done < 20
+        assert all(name != "amorsize-head-start" for _, name in calls)
+
+    @pytest.mark.timeout(30)
     def test_a_first_item_waiting_on_a_child_process_starts_nothing(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

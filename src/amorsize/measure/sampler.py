@@ -145,8 +145,12 @@ WAIT_CHILD_CPU_SHARE = 0.25
 #: 20 ms sleeps took ~55 ms where a thread per item takes ~35, a ~20 ms item then a ~35 ms run.
 HEAD_START_AFTER = 0.002
 HEAD_START_CPU_SHARE = 0.1
-#: … as many threads as the planner may give waiting work (``amorsize.core.planner.MAX_WAIT_THREADS``).
+#: … as many threads as the planner may give waiting work (``amorsize.core.planner.MAX_WAIT_THREADS``),
 HEAD_START_ITEMS = 256
+#: … and only while the available memory (cgroup limits included) allows this much per item: what
+#: an item will allocate once its wait ends is not known yet (the planner, later, limits threads by
+#: the first item's measured peak). 256 items need 16 GiB available; 2 GiB allow 32.
+HEAD_START_ITEM_MEMORY = 64 * 2**20
 
 #: Below this wall time a call's CPU time is capped at its wall time: reading the process CPU
 #: clock costs ~0.3–1 µs here, which would otherwise make tiny items look multi-threaded.
@@ -514,6 +518,10 @@ class _HeadStart:
         children = _child_pids()
         if children is None or children - self._children:
             return  # it started a process, which may compute for it while it waits
+        from amorsize.measure.machine import memory_info
+
+        if (len(self._data) - 1) * HEAD_START_ITEM_MEMORY > memory_info()[0]:
+            return  # what they will allocate is not known: not that many at once
         with self._lock:
             if self._done.is_set():
                 return
