@@ -19,9 +19,8 @@ serial here, with the same gate: a run too small to pay for the cluster's per-ta
 Bounds: processes up to the usable cores and the memory ceiling; threads up to :data:`MAX_THREADS`
 (or :data:`THREADS_PER_CORE` × usable cores), :data:`MAX_WAIT_THREADS` for waiting work, and the
 threads' memory ceiling; both up to ``max_workers`` and the number of items. Chunks never exceed
-one worker's share,
-``ceil(n / n_jobs)``, nor the count that lasts ``target_chunk_duration``, shrunk for uneven items by the
-seed's rule ``× max(0.25, 1 − 0.5 × CV)``.
+one worker's share, ``ceil(n / n_jobs)``, nor the count that lasts ``target_chunk_duration``, shrunk
+for uneven items by the seed's rule ``× max(0.25, 1 − 0.5 × CV)``.
 
 Example:
     >>> from amorsize.core.types import Machine, MachineCosts, PlanOptions, Profile
