@@ -217,7 +217,9 @@ class TestAdaptiveSampling:
         assert s.profile.n_sampled == 1
 
     def test_cheap_items_reach_sample_size(self) -> None:
-        s = sample(square, range(10_000), sample_size=5, clock=FakeClock(0.0005), probe_threads=False)
+        # items that compute (CPU time = wall time): sleeping ones are sampled against a threaded run
+        ticks = FakeClock(0.0005)
+        s = sample(square, range(10_000), sample_size=5, clock=ticks, cpu_clock=ticks, probe_threads=False)
         assert s.profile.n_sampled >= 5
 
     def test_fast_items_get_more_samples(self) -> None:
@@ -262,8 +264,8 @@ class TestAdaptiveSampling:
     def test_varied_durations_get_more_samples(self) -> None:
         durations = itertools.cycle([0.0001, 0.002])
 
-        def varied(x: int) -> int:
-            time.sleep(next(durations))
+        def varied(x: int) -> int:  # computes (sleeping work is sampled against a threaded run)
+            spin(next(durations))
             return x
 
         s = sample(varied, range(10_000), sample_size=5, probe_threads=False)
@@ -588,6 +590,16 @@ class TestProbeChoice:
         assert s.profile.is_io_bound
         assert s.profile.thread_speedup is not None
         assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
+
+    def test_waiting_samples_no_more_than_a_share_of_the_quickest_threaded_run(self) -> None:
+        def wait(x: int) -> int:
+            time.sleep(0.005)
+            return x
+
+        # 1000 × 5 ms: 2 % of 5 s over 16 allowed two items (10 ms); many threads run the rest in
+        # ~50 ms, of which 2 % is under one item
+        s = sample(wait, range(1000))
+        assert s.profile.n_sampled == 1
 
     def test_a_short_waiting_run_is_not_probed(self) -> None:
         def wait(x: int) -> int:
