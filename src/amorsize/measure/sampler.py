@@ -129,7 +129,7 @@ WAIT_PROBE_OVERLAP = 0.75
 #: of a ~35 ms run.
 WAIT_PROBE_RUN_SHARE = 0.1
 #: … that run estimated with this cost of starting a thread (64 ``threading.Thread`` starts took
-#: 6.4–9.3 ms here): ``n·d/T + T·s`` on ``T`` threads is least, ``2·√(n·d·s)``, at ``T = √(n·d/s)``.
+#: 6.4–9.3 ms here; see :func:`_quickest_threaded_run`).
 THREAD_START_SECONDS = 120e-6
 #: Waiting items overlap on threads only if they wait without the GIL (the canary's held share
 #: under this) …
@@ -572,6 +572,15 @@ class _HeadStart:
         measured.cpu_times.extend(self.cpus)
 
 
+def _quickest_threaded_run(n_items: float, item_seconds: float) -> float:
+    """The least time threads can run ``n_items`` waiting items of ``item_seconds`` in (seconds).
+
+    ``n·d/T + T·s`` on ``T`` threads, at :data:`THREAD_START_SECONDS` per start, is least at
+    ``T = √(n·d/s)``: ``2·√(n·d·s)``; never less than one item.
+    """
+    return max(item_seconds, 2.0 * math.sqrt(n_items * item_seconds * THREAD_START_SECONDS))
+
+
 def _overlap_evident(
     measured: _Measured, total: int | None, gil_held: float | None, child_cpu: float | None
 ) -> bool:
@@ -591,8 +600,7 @@ def _overlap_evident(
     mean = wall / len(measured.durations)
     remaining = max(0, total - len(measured.durations))
     probe = max(mean, WAIT_PROBE_SECONDS) + WAIT_PROBE_THREADS * THREAD_START_SECONDS
-    quickest = max(mean, 2.0 * math.sqrt(remaining * mean * THREAD_START_SECONDS))
-    return probe > WAIT_PROBE_RUN_SHARE * quickest
+    return probe > WAIT_PROBE_RUN_SHARE * _quickest_threaded_run(remaining, mean)
 
 
 def _waiting(measured: _Measured) -> bool:
@@ -836,8 +844,7 @@ def _enough(
     if waiting:
         budget = budget / WAIT_OVERLAP
         if total_items is not None:  # … nor more than its share of the quickest run threads can make
-            quickest = 2.0 * math.sqrt(total_items * mean * THREAD_START_SECONDS)
-            budget = min(budget, SAMPLE_FRACTION * quickest)
+            budget = min(budget, SAMPLE_FRACTION * _quickest_threaded_run(total_items, mean))
         budget = max(MIN_SAMPLE_SECONDS, budget)
     if spent >= budget:
         return True
