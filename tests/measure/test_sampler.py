@@ -106,16 +106,17 @@ class TestErrors:
         assert "item 3" in str(info.value) and "KeyError" in str(info.value)
         assert info.value.__cause__.__traceback__ is not None
 
-    def test_failing_item_in_the_thread_probe(self) -> None:
+    @pytest.mark.parametrize("error", [ValueError, SystemExit])  # SystemExit would end its thread only
+    def test_failing_item_in_the_thread_probe(self, error: type[BaseException]) -> None:
         def fails_off_the_main_thread(x: int) -> int:
             if threading.current_thread() is not threading.main_thread():
-                raise ValueError("late")
+                raise error("late")
             time.sleep(0.001)
             return x
 
         with pytest.raises(SamplingError) as info:
             sample(fails_off_the_main_thread, range(1000), sample_size=2, probe_threads=True)
-        assert isinstance(info.value.__cause__, ValueError)
+        assert isinstance(info.value.__cause__, error)
         assert info.value.index >= 2  # the first probe item, after the serially sampled ones
 
     @pytest.mark.parametrize("bad", [None, 3, "not callable"])

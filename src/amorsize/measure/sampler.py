@@ -449,6 +449,53 @@ def _child_pids() -> set[int] | None:
     return pids if readable else None
 
 
+class _ThreadTimings:
+    """Items run on threads, by position: their results, wall and CPU seconds, and failures.
+
+    Shared by the thread probe (:func:`_on_threads`) and the head start (:class:`_HeadStart`).
+    """
+
+    def __init__(self, n_items: int, clock: Callable[[], float]) -> None:
+        self.results: list[Any] = [None] * n_items
+        self.walls = [0.0] * n_items
+        self.cpus = [0.0] * n_items
+        self.errors: list[tuple[int, BaseException]] = []
+        self._clock = clock
+
+    def run(self, func: Callable[[Any], Any], item: Any, position: int) -> float | None:
+        """Call ``func(item)`` in this thread, timed; its end on ``clock``, or None when it raised.
+
+        A failure is kept (:meth:`raise_first`). Off the main thread that includes ``SystemExit``,
+        which would otherwise end the thread only and leave a ``None`` result.
+        """
+        started_cpu = time.thread_time()
+        started = self._clock()
+        try:
+            self.results[position] = func(item)
+        except Exception as error:
+            self.errors.append((position, error))
+            return None
+        except BaseException as error:
+            if threading.current_thread() is threading.main_thread():
+                raise  # Ctrl-C, or the program exiting
+            self.errors.append((position, error))
+            return None
+        ended = self._clock()
+        self.walls[position] = ended - started
+        self.cpus[position] = time.thread_time() - started_cpu
+        return ended
+
+    def raise_first(self, first_index: int) -> None:
+        """Raise for the first failed item by position, if any.
+
+        Raises:
+            SamplingError: naming ``first_index`` + its position.
+        """
+        if self.errors:
+            position, error = min(self.errors, key=lambda pair: pair[0])
+            raise SamplingError(first_index + position, error) from error
+
+
 class _HeadStart:
     """Starts the rest of a short input, a thread per item, while its first item waits.
 
@@ -481,10 +528,7 @@ class _HeadStart:
         self._launched_at = 0.0
         self._ended_at = 0.0  # the latest end of an item started here
         self.first_cpu = 0.0  # the calling thread's CPU seconds over the first item
-        self.results: list[Any] = []
-        self.walls: list[float] = []
-        self.cpus: list[float] = []
-        self.errors: list[tuple[int, BaseException]] = []
+        self.timings = _ThreadTimings(0, clock)
 
     def arm(self) -> None:
         """Start watching the first item (call right before it, in the thread that runs it)."""
@@ -526,9 +570,7 @@ class _HeadStart:
             if self._done.is_set():
                 return
             self.items = list(self._data[1:])
-            self.results = [None] * len(self.items)
-            self.walls = [0.0] * len(self.items)
-            self.cpus = [0.0] * len(self.items)
+            self.timings = _ThreadTimings(len(self.items), self._clock)
             self.launched = True
             self._launched_at = self._clock()
             for position in range(len(self.items)):
@@ -539,16 +581,9 @@ class _HeadStart:
                 thread.start()
 
     def _run(self, position: int) -> None:
-        started_cpu = time.thread_time()
-        started = self._clock()
-        try:
-            self.results[position] = self._func(self.items[position])
-        except BaseException as error:  # SystemExit too: off the main thread it would end the thread only
-            self.errors.append((position, error))
-        ended = self._clock()
-        self.walls[position] = ended - started
-        self.cpus[position] = time.thread_time() - started_cpu
-        self._ended_at = max(self._ended_at, ended)  # a race may keep an earlier end: ~µs apart
+        ended = self.timings.run(self._func, self.items[position], position)
+        if ended is not None:
+            self._ended_at = max(self._ended_at, ended)  # a race may keep an earlier end: ~µs apart
 
     def speedup(self, reference: float) -> float | None:
         """How many times faster than one by one (items of ``reference`` seconds) the items ran."""
@@ -563,13 +598,11 @@ class _HeadStart:
         """
         for _ in self.items:  # the same items the sequence gave by position
             next(iterator, None)
-        if self.errors:
-            position, error = min(self.errors, key=lambda pair: pair[0])
-            raise SamplingError(1 + position, error) from error
+        self.timings.raise_first(1)
         measured.items.extend(self.items)
-        measured.results.extend(self.results)
-        measured.durations.extend(self.walls)
-        measured.cpu_times.extend(self.cpus)
+        measured.results.extend(self.timings.results)
+        measured.durations.extend(self.timings.walls)
+        measured.cpu_times.extend(self.timings.cpus)
 
 
 def _quickest_threaded_run(n_items: float, item_seconds: float) -> float:
@@ -1037,25 +1070,15 @@ def _on_threads(
         SamplingError: an item raised (the first by position; ``first_index`` is ``items[0]``'s).
     """
     shares = [range(t, len(items), n_threads) for t in range(n_threads)]
-    results: list[Any] = [None] * len(items)
-    walls = [0.0] * len(items)
-    cpus = [0.0] * len(items)
-    errors: list[tuple[int, Exception]] = []
+    timings = _ThreadTimings(len(items), clock)
     # the workers and this thread: the clock starts with the work
     barrier = threading.Barrier(n_threads + 1 if n_threads > 1 else 1)
 
     def work(positions: range) -> None:
         barrier.wait()
         for position in positions:
-            started_cpu = time.thread_time()
-            started = clock()
-            try:
-                results[position] = func(items[position])
-            except Exception as error:
-                errors.append((position, error))
+            if timings.run(func, items[position], position) is None:
                 return
-            walls[position] = clock() - started
-            cpus[position] = time.thread_time() - started_cpu
 
     if n_threads == 1:
         start = clock()
@@ -1069,10 +1092,8 @@ def _on_threads(
         for thread in threads:
             thread.join()
     wall = clock() - start
-    if errors:
-        position, error = min(errors, key=lambda pair: pair[0])
-        raise SamplingError(first_index + position, error) from error
-    return results, walls, cpus, wall
+    timings.raise_first(first_index)
+    return timings.results, timings.walls, timings.cpus, wall
 
 
 def _capped_probe(
