@@ -56,6 +56,7 @@ from amorsize.core.types import (
     EXECUTOR_KINDS,
     HETEROGENEOUS_CV,
     IO_BOUND_CPU_RATIO,
+    MAX_WAIT_THREADS,
     Candidate,
     ExecutorKind,
     Machine,
@@ -91,12 +92,6 @@ WORKER_ECONOMY = 0.03
 #: bounds of the model stop the search well before this for work that computes.
 MAX_THREADS = 64
 THREADS_PER_CORE = 8
-#: Waiting work (CPU under :data:`~amorsize.core.types.IO_BOUND_CPU_RATIO` of wall time) may use up
-#: to this many threads: the model's start-up cost (one ``thread_startup`` each) then decides. At 64,
-#: 100 × 20 ms sleeps ran in 3 rounds of 44 threads (~60 ms) where 100 threads take one (~35 ms), and
-#: 200 × 50 ms in 4 rounds (~200 ms) where 200 threads took ~90 ms. ``max_workers`` lowers it (a
-#: server that allows fewer connections).
-MAX_WAIT_THREADS = 256
 
 #: Worker counts up to this are all tried; beyond it, steps of ×√2 then a local refinement.
 _LINEAR_WORKERS = 8

@@ -29,6 +29,14 @@ HETEROGENEOUS_CV = 0.5
 #: network-bound item shows ~0.0; pure Python shows ~1.0; multi-threaded BLAS shows > 1.
 IO_BOUND_CPU_RATIO = 0.5
 
+#: Waiting work (CPU under :data:`IO_BOUND_CPU_RATIO` of wall time) may use up to this many threads:
+#: the model's start-up cost (one ``thread_startup`` each) then decides. At 64, 100 × 20 ms sleeps
+#: ran in 3 rounds of 44 threads (~60 ms) where 100 threads take one (~35 ms), and 200 × 50 ms in 4
+#: rounds (~200 ms) where 200 threads took ~90 ms. ``max_workers`` lowers it (a server that allows
+#: fewer connections). The planner bounds threads by it (``amorsize.core.planner`` re-exports it),
+#: and the dry run's head start (``amorsize.measure.sampler``) starts no more at once.
+MAX_WAIT_THREADS = 256
+
 
 def _mean(values: tuple[float, ...]) -> float:
     return statistics.fmean(values) if values else 0.0

@@ -54,7 +54,7 @@ from typing import Any
 import cloudpickle
 
 from amorsize._native import blas_libraries_mapped, blas_modules_loaded, quiet_openblas
-from amorsize.core.types import IO_BOUND_CPU_RATIO, Profile, pstdev
+from amorsize.core.types import IO_BOUND_CPU_RATIO, MAX_WAIT_THREADS, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import GilCanary, free_threaded
 from amorsize.measure.memory import PeakMemory
@@ -145,8 +145,8 @@ WAIT_CHILD_CPU_SHARE = 0.25
 #: 20 ms sleeps took ~55 ms where a thread per item takes ~35, a ~20 ms item then a ~35 ms run.
 HEAD_START_AFTER = 0.002
 HEAD_START_CPU_SHARE = 0.1
-#: … as many threads as the planner may give waiting work (``amorsize.core.planner.MAX_WAIT_THREADS``),
-HEAD_START_ITEMS = 256
+#: … as many threads as the planner may give waiting work,
+HEAD_START_ITEMS = MAX_WAIT_THREADS
 #: … and only while the available memory (cgroup limits included) allows this much per item: what
 #: an item will allocate once its wait ends is not known yet (the planner, later, limits threads by
 #: the first item's measured peak). 256 items need 16 GiB available; 2 GiB allow 32.
