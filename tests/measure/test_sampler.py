@@ -19,6 +19,7 @@ import pytest
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure import sampler as sampler_module
 from amorsize.measure.sampler import MAX_SAMPLES, Sample, global_state_caveats, sample
+from amorsize.workloads import wait
 
 
 def square(x: int) -> int:
@@ -295,12 +296,8 @@ class TestMeasurement:
         assert s.profile.peak_memory_bytes > 40_000_000
 
     def test_sleep_is_io_bound_and_overlaps_on_threads(self) -> None:
-        def wait(x: int) -> int:
-            time.sleep(0.004)
-            return x
-
         # Enough items for a full-size probe; best of three, as other processes may delay wake-ups.
-        profiles = [sample(wait, range(1000), probe_threads=True).profile for _ in range(3)]
+        profiles = [sample(wait, [0.004] * 1000, probe_threads=True).profile for _ in range(3)]
         assert all(p.is_io_bound for p in profiles)
         assert max(p.thread_speedup or 0.0 for p in profiles) > 1.5
 
@@ -316,12 +313,12 @@ class TestMeasurement:
     def test_waiting_work_samples_little_and_probes_wide(self) -> None:
         calls: list[int] = []
 
-        def wait(x: int) -> int:
+        def recorded_wait(x: int) -> int:
             calls.append(x)
             time.sleep(0.005)
             return x
 
-        s = sample(wait, range(400), probe_threads=True)
+        s = sample(recorded_wait, range(400), probe_threads=True)
         # the serial phase stops at the first item (budget: 2 % of a run ~16× faster than serial)
         assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
         assert s.n_done == 1 + sampler_module.WAIT_PROBE_THREADS
@@ -332,14 +329,10 @@ class TestMeasurement:
     def test_the_canarys_cpu_is_not_the_items(self) -> None:
         # The GIL canary wakes every 0.2 ms while the serial phase runs; process CPU time counts its
         # wake-ups (~0.5 ms in a 5 ms sleep), which read as 11 % CPU and planned 18 threads, not 64.
-        def wait(x: int) -> int:
-            time.sleep(0.005)
-            return x
-
-        # best of three: other threads of this process (left by other tests) count in its CPU clock
+        # Best of three: other threads of this process (left by other tests) count in its CPU clock.
         shares = []
         for _ in range(3):
-            profile = sample(wait, range(400)).profile
+            profile = sample(wait, [0.005] * 400).profile
             shares.append(profile.cpu_times[0] / profile.durations[0])
         assert min(shares) < 0.04, shares  # ~0.11 when the canary's wake-ups were counted
 
@@ -582,33 +575,21 @@ class TestProbeChoice:
         assert best.thread_speedup == pytest.approx(2 / (1 + (best.gil_held or 0.0)))
 
     def test_a_long_waiting_run_is_probed(self) -> None:
-        def wait(x: int) -> int:
-            time.sleep(0.002)
-            return x
-
         # 400 s of serial waiting: the probe (~7 ms) is a small share of even the quickest run
-        s = sample(wait, range(200_000))
+        s = sample(wait, [0.002] * 200_000)
         assert s.profile.is_io_bound
         assert s.profile.thread_speedup is not None
         assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
 
     def test_waiting_samples_no_more_than_a_share_of_the_quickest_threaded_run(self) -> None:
-        def wait(x: int) -> int:
-            time.sleep(0.005)
-            return x
-
         # 1000 × 5 ms: 2 % of 5 s over 16 allowed two items (10 ms); many threads run the rest in
         # ~50 ms, of which 2 % is under one item
-        s = sample(wait, range(1000))
+        s = sample(wait, [0.005] * 1000)
         assert s.profile.n_sampled == 1
 
     def test_a_short_waiting_run_is_not_probed(self) -> None:
-        def wait(x: int) -> int:
-            time.sleep(0.005)
-            return x
-
         # 400 × 5 ms: the probe (~8 ms) would cost a fifth of a ~40 ms run on many threads
-        s = sample(wait, range(400))
+        s = sample(wait, [0.005] * 400)
         assert s.profile.is_io_bound
         assert s.profile.thread_speedup is None  # the planner then lets the waits overlap
         assert s.n_done == s.profile.n_sampled == 1
