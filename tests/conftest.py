@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -47,3 +48,23 @@ def _private_amorsize_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         os.environ.pop("AMORSIZE_HOME", None)
     else:
         os.environ["AMORSIZE_HOME"] = old
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_still_works() -> Iterator[None]:
+    """Fail a test that leaves Ctrl-C handled otherwise than before it (and put the handler back).
+
+    Once SIGINT is swallowed, every later Ctrl-C test waits for a KeyboardInterrupt that never
+    comes: the culprit is named here instead of a cascade of timeouts elsewhere.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, []) if hasattr(signal, "pthread_sigmask") else set()
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left SIGINT handled by {after!r} (it was {before!r})")
+    if hasattr(signal, "pthread_sigmask"):
+        now = signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if now != blocked:
+            pytest.fail(f"the test left the main thread blocking {sorted(now - blocked)}")

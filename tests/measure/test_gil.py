@@ -114,8 +114,11 @@ class TestContract:
     def test_too_short_a_window_gives_no_reading(self) -> None:
         with GilCanary() as canary:
             pass
-        assert canary.held_fraction is None
-        assert canary.n_samples < gil.MIN_SAMPLES
+        # usually no wake-up at all; on a loaded machine the main thread may be descheduled long
+        # enough for a few, and the reading then follows the count
+        assert (canary.held_fraction is None) == (canary.n_samples < gil.MIN_SAMPLES)
+        # a window that starts after the last wake-up has none, however the threads were scheduled
+        assert canary.held_since(time.perf_counter()) is None
 
     def test_the_thread_is_gone_afterwards(self) -> None:
         import threading

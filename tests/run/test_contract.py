@@ -250,8 +250,19 @@ class TestWorkerDeath:
         assert list(Runner(backend, square, range(10), chunksize=2)) == [i * i for i in range(10)]  # usable
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, also where the suite runs in the background (it is ignored there)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.timeout(30)
 class TestCtrlC:
+    @pytest.mark.usefixtures("ctrl_c_raises")
     def test_sigint_during_a_run_stops_it_promptly(self, backend: Backend) -> None:
         # Processes spin (busy CPU would show if they were left running); threads and serial sleep
         # (a thread cannot be stopped: a spinning one would hold the GIL for the rest of the suite).
