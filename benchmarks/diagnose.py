@@ -4,11 +4,14 @@ Run by hand::
 
     python benchmarks/diagnose.py              # every diagnosis, 5 interleaved rounds each, medians
     python benchmarks/diagnose.py blas tail    # only some
+    python benchmarks/diagnose.py --rounds 15 serial   # more rounds (first argument)
 
 Each diagnosis times a few ways to run one workload, interleaved round by round (the machine may be
 shared: only ratios within a diagnosis mean something), and prints what the planner chose.
 
 - ``serial``: the runner's serial path against a plain loop, on 1M trivial items.
+- ``fixed``: only ``execute()`` against the plain loop, on the same items (the suite's
+  "never slower than serial by more than 10 %").
 - ``blas``: BLAS work on threads with and without a BLAS thread cap, and what execute picks.
 - ``io``: the dry run of sleeping items against the whole best run.
 - ``tail``: long items at the end: the planned chunk size against smaller chunks.
@@ -83,6 +86,15 @@ def serial() -> None:
             ),
             "execute() (dry run + plan + run)": lambda: execute(square, data),
         },
+    )
+
+
+def fixed() -> None:
+    data = list(range(1_000_000))
+    execute(square, data)  # imports, the store, the calibration: paid once per process
+    compare(
+        "fixed: 1M × x*x, execute() (analysis included) against the plain loop alone",
+        {"plain loop": lambda: [square(x) for x in data], "execute()": lambda: execute(square, data)},
     )
 
 
@@ -173,6 +185,7 @@ def stream() -> None:
 
 DIAGNOSES: dict[str, Callable[[], None]] = {
     "serial": serial,
+    "fixed": fixed,
     "blas": blas,
     "io": io,
     "tail": tail,
@@ -181,6 +194,11 @@ DIAGNOSES: dict[str, Callable[[], None]] = {
 
 
 def main(argv: list[str]) -> None:
+    global ROUNDS
+    if argv[:1] == ["--rounds"] and len(argv) >= 2 and argv[1].isdigit() and int(argv[1]) > 0:
+        ROUNDS, argv = int(argv[1]), argv[2:]
+    elif argv[:1] == ["--rounds"]:
+        raise SystemExit("--rounds takes a positive whole number, e.g. --rounds 15")
     chosen = argv or list(DIAGNOSES)
     unknown = [name for name in chosen if name not in DIAGNOSES]
     if unknown:

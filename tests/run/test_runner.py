@@ -7,6 +7,7 @@ reports a duration computed from the items (``cost``), so adaptation is determin
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import doctest
 import io
@@ -857,6 +858,37 @@ class TestDirectSerialPass:
         assert info.value.index == 7 and isinstance(info.value.__cause__, ValueError)
         assert calls == list(range(8))
         assert runner.report.status == "failed" and runner.report.n_failed == 1
+
+    @pytest.mark.parametrize("kind", [list, tuple, collections.deque])
+    def test_after_the_dry_run_an_error_names_its_position_in_the_input(self, kind: type) -> None:
+        # list and tuple iterators run in a list comprehension (how far the iterator got names the
+        # item); a deque's with list.extend (the results made so far count it)
+        from amorsize.run.backends.serial import SerialBackend
+
+        def fails_at_13(x: int) -> int:
+            if x == 13:
+                raise ValueError("thirteen")
+            return x
+
+        rest = iter(kind(range(5, 40)))
+        runner = Runner(
+            SerialBackend(), fails_at_13, rest, chunksize=3, n_items=35, start=5, precomputed=list(range(5))
+        )
+        with pytest.raises(ItemError) as info:
+            list(runner.batches())
+        assert info.value.index == 13
+        assert next(rest) == 14  # nothing after it ran
+        assert runner.report.chunks[0].size == 9  # 5..13
+
+    def test_a_tuple_runs_in_one_pass_with_the_dry_runs_results_first(self) -> None:
+        from amorsize.run.backends.serial import SerialBackend
+
+        data = tuple(range(1_000))
+        runner = Runner(
+            SerialBackend(), double, iter(data[3:]), chunksize=7, n_items=997, start=3, precomputed=[0, 2, 4]
+        )
+        (batch,) = list(runner.batches())
+        assert batch == [2 * x for x in data]
 
     def test_chunks_when_something_needs_them(self) -> None:
         from amorsize.run.backends.serial import SerialBackend

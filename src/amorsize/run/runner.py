@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import queue
 import time
 import warnings
@@ -117,6 +118,12 @@ MAX_FAILURES_KEPT = 1_000
 
 _PASS_THROUGH_ERRORS = (WorkerDiedError, ItemTimeoutError, CircuitOpenError)
 _END = object()
+
+#: Iterators whose ``length_hint`` is exact: the direct path runs them in a list comprehension
+#: (see :meth:`Runner._run_direct`).
+_COUNTED_ITERATORS: frozenset[type] = frozenset(
+    {type(iter([])), type(iter(())), type(iter(range(0))), type(iter(range(2**64)))}
+)
 
 
 @dataclass(frozen=True)
@@ -516,26 +523,43 @@ class Runner:
     def _run_direct(self, results: list[Any]) -> list[Any]:
         """Call the function on every remaining item, as one chunk without copying the items.
 
-        The results go on the end of ``results`` (those the dry run made before this position), so
-        the caller gets one list and never inserts the dry run's results in front of a million
-        others (a move of the whole list). ``list.extend`` keeps the results made
-        before an exception, so their count names the item that raised, which is raised as under
-        chunks (:func:`_error_for`).
+        ``results`` are those the dry run made before this position; the returned list has them
+        first, then the rest's. The rest of a list, tuple or range runs in a list comprehension,
+        as a plain serial loop does: CPython inlines its calls, and ``list(map(f, ...))`` of a
+        trivial function is 5–13 % slower (1M × ``x*x``: ~70 against ~65 ms); the dry run's
+        results then go in front (moving a million pointers: ~0.6 ms). On a failure, how far the
+        iterator got names the item that raised. Other inputs go on the end of ``results`` with
+        ``list.extend``, which keeps the results made before an exception: their count names it.
+        The item is raised as under chunks (:func:`_error_for`).
         """
         func = self._func.func
+        source = self._source
         start = self._position
         before = len(results)
+        left = operator.length_hint(source) if type(source) in _COUNTED_ITERATORS else -1
         failure: ItemFailure | None = None
         started = time.perf_counter()
         cpu_started = time.thread_time()
-        try:
-            results.extend(map(func, self._source))
-        except Exception as error:
-            failure = format_failure(start + len(results) - before, error)
+        if left >= 0:
+            try:
+                made = [func(item) for item in source]
+            except Exception as error:
+                n_done = left - operator.length_hint(source)  # the one that raised included
+                failure = format_failure(start + n_done - 1, error)
+            else:
+                n_done = len(made)
+                if results:
+                    made[:0] = results
+                results = made
+        else:
+            try:
+                results.extend(map(func, source))
+            except Exception as error:
+                failure = format_failure(start + len(results) - before, error)
+            n_done = len(results) - before + (failure is not None)
         duration = time.perf_counter() - started
         cpu = time.thread_time() - cpu_started
         self._exhausted = True
-        n_done = len(results) - before + (failure is not None)
         self._position = start + n_done
         if n_done:
             self._n_chunks += 1
