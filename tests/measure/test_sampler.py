@@ -601,6 +601,12 @@ class TestProbeChoice:
         assert s.profile.thread_speedup is not None
         assert s.profile.probe_threads == sampler_module.WAIT_PROBE_THREADS
 
+    def test_waiting_samples_no_more_than_a_share_of_the_quickest_threaded_run(self) -> None:
+        # 1000 × 5 ms: 2 % of 5 s over 16 allowed two items (10 ms); many threads run the rest in
+        # ~50 ms, of which 2 % is under one item
+        s = sample(wait, [0.005] * 1000)
+        assert s.profile.n_sampled == 1
+
     def test_a_short_waiting_run_is_not_probed(self) -> None:
         # 400 × 5 ms: the probe (~8 ms) would cost a fifth of a ~40 ms run on many threads
         s = sample(wait, [0.005] * 400)

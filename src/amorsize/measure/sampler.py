@@ -31,10 +31,10 @@ Rules the dry run keeps:
   input sorted by size; their results are kept too (:attr:`Sample.later`).
 - **Waiting work is sampled against its parallel run.** Items whose CPU time is under half their
   wall time will overlap on many threads, so the serial phase gets :data:`WAIT_OVERLAP` times less
-  budget (often one item); the probe runs :data:`WAIT_PROBE_THREADS` threads at once — unless it
-  would cost more than a tenth of the quickest threaded run (:data:`WAIT_PROBE_RUN_SHARE`). For
-  ``execute``, a short input whose first item waits runs whole, a thread per item, while that
-  item waits (:data:`HEAD_START_AFTER`).
+  budget, and no more than :data:`SAMPLE_FRACTION` of the quickest threaded run (often one item);
+  the probe runs :data:`WAIT_PROBE_THREADS` threads at once — unless it would cost more than a
+  tenth of that run (:data:`WAIT_PROBE_RUN_SHARE`). For ``execute``, a short input whose first
+  item waits runs whole, a thread per item, while that item waits (:data:`HEAD_START_AFTER`).
 """
 
 from __future__ import annotations
@@ -899,7 +899,10 @@ def _enough(
     estimated_total = mean * total_items if total_items is not None else math.inf
     budget = min(MAX_SAMPLE_SECONDS, max(MIN_SAMPLE_SECONDS, SAMPLE_FRACTION * estimated_total))
     if waiting:
-        budget = max(MIN_SAMPLE_SECONDS, budget / WAIT_OVERLAP)
+        budget = budget / WAIT_OVERLAP
+        if total_items is not None:  # … nor more than its share of the quickest run threads can make
+            budget = min(budget, SAMPLE_FRACTION * _quickest_threaded_run(total_items, mean))
+        budget = max(MIN_SAMPLE_SECONDS, budget)
     if spent >= budget:
         return True
     if n < sample_size:
