@@ -17,7 +17,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from types import TracebackType
+
+from amorsize._closing import ClosingContext
 
 __all__ = ["RunQueueClock"]
 
@@ -30,7 +31,7 @@ def _read_delay(fd: int) -> float | None:
         return None
 
 
-class RunQueueClock:
+class RunQueueClock(ClosingContext):
     """``clock()`` minus the creating thread's run-queue delay (context manager; ~6 µs a reading).
 
     Only the thread that created it may read it (the delay is that thread's). The schedstat file
@@ -57,7 +58,7 @@ class RunQueueClock:
         """Whether the run-queue delay is read here (open, and the system counts it)."""
         return self._fd is not None
 
-    def __enter__(self) -> RunQueueClock:
+    def __enter__(self) -> RunQueueClock:  # opens the file: not ClosingContext's
         if hasattr(os, "pread"):
             try:
                 fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
@@ -70,12 +71,8 @@ class RunQueueClock:
                 self._fd, self._delay = fd, delay
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Close the schedstat file (the clock is the wall clock again). Idempotent."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
