@@ -142,8 +142,6 @@ class GilCanary:
             lateness.append(now - started - CANARY_SLEEP)
 
 
-# Canaries may overlap (dry runs in several threads at once): the first sets the short switch
-# interval, the last puts the caller's back.
 #: Blocking reads Amorsize makes between items in a measured thread (the run-queue readings) release
 #: the GIL for a few µs each. A canary waiting for the GIL gets it then, early, and would read pure
 #: Python as partly GIL-free: four items of large-output (2 ms of pure Python and a 1 MB result
@@ -169,6 +167,8 @@ def own_gil_release() -> Iterator[None]:
         _own_releases.pop()
 
 
+# Canaries may overlap (dry runs in several threads at once): the first sets the short switch
+# interval, the last puts the caller's back.
 _interval_lock = threading.Lock()
 _interval_users = 0
 _saved_interval = 0.0
