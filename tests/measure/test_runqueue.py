@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from measure_funcs import cpu_spin
 
 from amorsize.measure.runqueue import RunQueueClock
 from amorsize.measure.sampler import sample
@@ -48,17 +49,11 @@ def crowded_cpu() -> Iterator[None]:
             hog.wait(timeout=10)
 
 
-def _busy(seconds_of_cpu: float) -> None:
-    end = time.thread_time() + seconds_of_cpu
-    while time.thread_time() < end:
-        pass
-
-
 @pytest.mark.timeout(30)
 def test_time_spent_waiting_for_the_cpu_is_left_out(crowded_cpu: None) -> None:
     with RunQueueClock() as clock:
         wall, corrected, cpu = time.perf_counter(), clock(), time.thread_time()
-        _busy(0.15)
+        cpu_spin(0.15)
         wall, corrected = time.perf_counter() - wall, clock() - corrected
         cpu = time.thread_time() - cpu
     assert wall > 1.8 * cpu  # the CPU really was shared (about a third of it was ours)

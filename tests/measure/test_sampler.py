@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from measure_funcs import cpu_spin as spin
 
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure import sampler as sampler_module
@@ -43,17 +44,6 @@ class FakeClock:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
-
-
-def spin(seconds: float) -> None:
-    """Compute until this thread has used ``seconds`` of CPU: a fixed amount of work.
-
-    Not "until the wall clock says so": the dry run leaves out the time a thread waits for a CPU
-    (other processes running), and an item that ends by the wall clock would then read shorter.
-    """
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
-        pass
 
 
 class TestDataIsKept:
@@ -758,9 +748,7 @@ class TestHeadStart:
         nap = self.napper(calls)
 
         def spin_then_nap(x: int) -> int:
-            end = time.thread_time() + 0.01
-            while time.thread_time() < end:
-                pass
+            spin(0.01)
             return nap(x)
 
         func, data, options = nap, list(range(50)), {"head_start": True}
