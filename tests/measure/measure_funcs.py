@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 
 def cpu_spin(seconds: float) -> None:
@@ -14,3 +18,17 @@ def cpu_spin(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
+
+
+@contextlib.contextmanager
+def busy_processes(count: int, cpu: int | None = None) -> Iterator[None]:
+    """Run ``count`` processes that compute without end (on CPU ``cpu`` only, if given); kill them after."""
+    pin = "" if cpu is None else f"import os; os.sched_setaffinity(0, {{{cpu}}})\n"
+    hogs = [subprocess.Popen([sys.executable, "-S", "-c", pin + "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.1)  # they are running
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)

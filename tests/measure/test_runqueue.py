@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from measure_funcs import cpu_spin
+from measure_funcs import busy_processes, cpu_spin
 
 from amorsize.measure.runqueue import RunQueueClock
 from amorsize.measure.sampler import sample
@@ -32,21 +30,12 @@ def crowded_cpu() -> Iterator[None]:
     """Pin this thread to one CPU and run two busy processes there: it gets about a third of it."""
     before = os.sched_getaffinity(0)
     cpu = min(before)
-    hogs = [
-        subprocess.Popen(
-            [sys.executable, "-S", "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]
-        )
-        for _ in range(2)
-    ]
-    try:
+    with busy_processes(2, cpu=cpu):
         os.sched_setaffinity(0, {cpu})
-        time.sleep(0.1)  # the busy processes are running
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-        for hog in hogs:
-            hog.kill()
-            hog.wait(timeout=10)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, before)
 
 
 @pytest.mark.timeout(30)

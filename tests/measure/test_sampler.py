@@ -801,7 +801,9 @@ class TestHeadStart:
     @pytest.mark.parametrize("error", [KeyError, SystemExit])  # SystemExit would end its thread only
     def test_a_failing_item_of_the_head_start_is_named(self, error: type[BaseException]) -> None:
         def nap_or_fail(x: int) -> int:
-            time.sleep(0.01)
+            # a long first wait: the head start begins even if another process delays its watcher
+            # (without it, the sample may end before item 37)
+            time.sleep(0.1 if x == 0 else 0.01)
             if x == 37:
                 raise error(x)
             return x
