@@ -131,6 +131,16 @@ class GilCanary:
         self.n_samples = len(self._lateness[:-1])
         self.held_fraction = self.held_since(-float("inf"))
 
+    def wake_ups(self, since: float = -float("inf")) -> int | None:
+        """Wake-ups counted so far after ``since`` (a ``time.perf_counter()`` reading); None if not watching.
+
+        While the canary runs: for deciding whether the items measured so far give it enough
+        (:data:`MIN_SAMPLES`, and one more, whose wake-up may come after the items).
+        """
+        if self._thread is None:
+            return None
+        return sum(1 for woke in self._woke[:] if woke >= since)
+
     def held_since(self, since: float) -> float | None:
         """The held share over the wake-ups after ``since`` (a ``time.perf_counter()`` reading).
 
@@ -195,7 +205,7 @@ class _OwnRunQueueDelay:
             pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
             pread.restype = ctypes.c_ssize_t
             fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
-        except (AttributeError, OSError):
+        except (AttributeError, OSError, TypeError):  # no libc symbols (Windows), no /proc
             return None
         reader = cls(fd, pread)
         if reader._read() is None:

@@ -59,6 +59,7 @@ import cloudpickle
 from amorsize._native import blas_libraries_mapped, blas_modules_loaded, quiet_openblas
 from amorsize.core.types import IO_BOUND_CPU_RATIO, MAX_WAIT_THREADS, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
+from amorsize.measure.gil import MIN_SAMPLES as MIN_CANARY_SAMPLES
 from amorsize.measure.gil import GilCanary, free_threaded
 from amorsize.measure.memory import PeakMemory
 from amorsize.measure.runqueue import RunQueueClock
@@ -355,8 +356,10 @@ def _serial_phase(
     clock: Callable[[], float],
     cpu_clock: Callable[[], float],
     head: _HeadStart | None = None,
+    canary: GilCanary | None = None,
 ) -> _Measured:
     measured = _Measured()
+    enough_at: float | None = None  # spent when the budget was met (the canary may want more)
     spent = 0.0
     index = 0
     n_fast = 0  # items under FAST_ITEM_SECONDS: the median is under it when they are more than half
@@ -381,8 +384,11 @@ def _serial_phase(
         if index == 0:
             measured.first_done_at = time.perf_counter()
         if _enough(measured.durations, spent, sample_size, total_items, _waiting(measured)):
-            return measured
-        if index + 1 >= sample_size and 2 * n_fast > index + 1:
+            enough_at = spent if enough_at is None else enough_at
+            fast = 2 * n_fast > index + 1  # many wake-ups' worth would be many items timed alone
+            if fast or not _canary_wants_more(canary, measured, spent - enough_at, total_items):
+                return measured
+        elif index + 1 >= sample_size and 2 * n_fast > index + 1:
             break  # fast items (median under FAST_ITEM_SECONDS): the rest in batches
     else:
         return measured
@@ -880,6 +886,35 @@ def _spread_weights(
     return (n_first / len(first),) * len(first) + tuple(b - a for a, b in itertools.pairwise(bounds))
 
 
+#: Serial items the GIL canary may add after the budget is met, to reach its :data:`MIN_SAMPLES`
+#: wake-ups (a share of the estimated run, and at most this many seconds). Without a reading, work
+#: costly to ship is probed on two threads instead: large-output (200 × 2 ms of pure Python, 1 MB
+#: results) sampled 4–5 items, the canary woke 3–11 times (None about one dry run in three), and
+#: the probe, noisy on this machine, planned threads × 2 about once in fifteen (1.16–1.2× serial).
+CANARY_EXTRA_SECONDS = PROBE_TARGET_SECONDS
+
+
+def _canary_wants_more(
+    canary: GilCanary | None, measured: _Measured, extra: float, total_items: int | None
+) -> bool:
+    """Whether to time a few more serial items so that the canary can read the GIL (see above).
+
+    Args:
+        canary: the dry run's canary (None: none runs).
+        measured: the serial phase so far.
+        extra: seconds of items run since the budget was met.
+        total_items: the input's length (None: a stream, left as it is).
+    """
+    n = len(measured.durations)
+    if canary is None or total_items is None or n >= total_items or n >= MAX_SAMPLES or _waiting(measured):
+        return False
+    wake_ups = canary.wake_ups(measured.first_done_at)
+    if wake_ups is None or wake_ups > MIN_CANARY_SAMPLES:  # the last wake-up does not count
+        return False
+    allowed = min(CANARY_EXTRA_SECONDS, PROBE_FRACTION * math.fsum(measured.durations) / n * total_items / 3)
+    return extra < allowed
+
+
 def _enough(
     durations: Sequence[float],
     spent: float,
@@ -1319,7 +1354,7 @@ def sample(
     run_queue = RunQueueClock(clock) if clock is time.perf_counter else contextlib.nullcontext(clock)
     with run_queue as item_clock, canary if canary is not None else contextlib.nullcontext():
         serial_cpu = cpu_clock if canary is None else canary.without_canary(cpu_clock)
-        measured = _serial_phase(func, iterator, sample_size, total, item_clock, serial_cpu, head)
+        measured = _serial_phase(func, iterator, sample_size, total, item_clock, serial_cpu, head, canary)
     child_cpu = None if children_before is None else (_children_cpu() or 0.0) - children_before
     n_serial = len(measured.items)
     gil_held = canary.held_fraction if canary is not None else None
