@@ -224,6 +224,8 @@ class _OwnRunQueueDelay:
 
     def _read(self) -> float | None:
         size = self._pread(self._fd, self._buffer, len(self._buffer), 0)
+        if size <= 0:  # -1: an error (errno); the buffer still holds an earlier reading
+            return None
         try:
             return int(self._buffer.raw[:size].split()[1]) * 1e-9
         except (ValueError, IndexError):
@@ -279,7 +281,8 @@ class _MeasuredThread:
         except OSError:
             return False
         # "pid (comm) state ...": the command may hold spaces and parentheses
-        return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"R"
+        state = stat.rfind(b")") + 2
+        return stat[state : state + 1] == b"R"
 
     def close(self) -> None:
         os.close(self._fd)
