@@ -44,7 +44,15 @@ import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-__all__ = ["HELD_LATENESS", "MIN_SAMPLES", "SWITCH_INTERVAL", "GilCanary", "free_threaded", "own_gil_release"]
+__all__ = [
+    "HELD_LATENESS",
+    "MIN_SAMPLES",
+    "SWITCH_INTERVAL",
+    "GilCanary",
+    "free_threaded",
+    "own_gil_release",
+    "schedstat_delay",
+]
 
 #: The interpreter's switch interval while the canary runs (seconds; CPython's default is 5 ms).
 #: A shorter interval gives more samples per second of held work, and costs the items a forced
@@ -193,6 +201,19 @@ class GilCanary:
                 own_delay.close()
 
 
+def schedstat_delay(text: bytes) -> float | None:
+    """The run-queue delay (seconds) in a thread's ``schedstat`` contents, or None if malformed.
+
+    Example:
+        >>> schedstat_delay(b"81514017 208794837 54")
+        0.208794837
+    """
+    try:
+        return int(text.split()[1]) * 1e-9
+    except (ValueError, IndexError):
+        return None
+
+
 class _OwnRunQueueDelay:
     """The calling thread's run-queue delay, read without letting go of the GIL (Linux; ~10 µs).
 
@@ -226,10 +247,7 @@ class _OwnRunQueueDelay:
         size = self._pread(self._fd, self._buffer, len(self._buffer), 0)
         if size <= 0:  # -1: an error (errno); the buffer still holds an earlier reading
             return None
-        try:
-            return int(self._buffer.raw[:size].split()[1]) * 1e-9
-        except (ValueError, IndexError):
-            return None
+        return schedstat_delay(self._buffer.raw[:size])
 
     def waited(self) -> float:
         """Seconds spent waiting for a CPU since the previous call."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from amorsize._closing import ClosingContext
-from amorsize.measure.gil import own_gil_release
+from amorsize.measure.gil import own_gil_release, schedstat_delay
 
 __all__ = ["RunQueueClock"]
 
@@ -33,9 +33,9 @@ def _read_delay(fd: int) -> float | None:
     try:
         with own_gil_release():
             text = os.pread(fd, 128, 0)
-        return int(text.split()[1]) * 1e-9
-    except (OSError, ValueError, IndexError):
+    except OSError:
         return None
+    return schedstat_delay(text)
 
 
 class RunQueueClock(ClosingContext):

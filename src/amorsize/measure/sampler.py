@@ -383,10 +383,11 @@ def _serial_phase(
         n_fast += wall < FAST_ITEM_SECONDS
         if index == 0:
             measured.first_done_at = time.perf_counter()
-        if _enough(measured.durations, spent, sample_size, total_items, _waiting(measured)):
+        waiting = _waiting(measured)
+        if _enough(measured.durations, spent, sample_size, total_items, waiting):
             enough_at = spent if enough_at is None else enough_at
             fast = 2 * n_fast > index + 1  # many wake-ups' worth would be many items timed alone
-            if fast or not _canary_wants_more(canary, measured, spent - enough_at, total_items):
+            if fast or waiting or not _canary_wants_more(canary, measured, spent - enough_at, total_items):
                 return measured
         elif index + 1 >= sample_size and 2 * n_fast > index + 1:
             break  # fast items (median under FAST_ITEM_SECONDS): the rest in batches
@@ -899,6 +900,8 @@ def _canary_wants_more(
 ) -> bool:
     """Whether to time a few more serial items so that the canary can read the GIL (see above).
 
+    Not for waiting items (the caller checks): the canary wakes often enough beside them.
+
     Args:
         canary: the dry run's canary (None: none runs).
         measured: the serial phase so far.
@@ -906,7 +909,7 @@ def _canary_wants_more(
         total_items: the input's length (None: a stream, left as it is).
     """
     n = len(measured.durations)
-    if canary is None or total_items is None or n >= total_items or n >= MAX_SAMPLES or _waiting(measured):
+    if canary is None or total_items is None or n >= total_items or n >= MAX_SAMPLES:
         return False
     wake_ups = canary.wake_ups(measured.first_done_at)
     if wake_ups is None or wake_ups > MIN_CANARY_SAMPLES:  # the last wake-up does not count
