@@ -214,6 +214,13 @@ class TestAdaptiveSampling:
         s = sample(square, range(8), clock=FakeClock(0.075), probe_threads=False)
         assert s.profile.n_sampled == 1
 
+    def test_heavy_items_stop_after_one_with_the_gil_canary_watching(self) -> None:
+        # the canary's ~16 wake-ups in the first item are its reading: before, only those after the
+        # first item counted, so a second heavy item always ran (5 × 150 ms: a 0.35 s dry run)
+        s = sample(spin, [0.08] * 5, head_start=True)
+        assert s.profile.n_sampled == 1
+        assert s.profile.gil_held is not None and s.profile.gil_held > 0.5
+
     def test_cheap_items_reach_sample_size(self) -> None:
         # items that compute (CPU time = wall time): sleeping ones are sampled against a threaded run
         ticks = FakeClock(0.0005)

@@ -140,15 +140,15 @@ class GilCanary:
         self.n_samples = len(self._lateness[:-1])
         self.held_fraction = self.held_since(-float("inf"))
 
-    def wake_ups(self, since: float = -float("inf")) -> int | None:
-        """Wake-ups counted so far after ``since`` (a ``time.perf_counter()`` reading); None if not watching.
+    def wake_ups(self) -> int | None:
+        """Wake-ups counted so far (the reading's, :attr:`held_fraction`); None if not watching.
 
         While the canary runs: for deciding whether the items measured so far give it enough
         (:data:`MIN_SAMPLES`, and one more, whose wake-up may come after the items).
         """
         if self._thread is None:
             return None
-        return sum(1 for woke in self._woke[:] if woke >= since)
+        return len(self._woke)
 
     def held_since(self, since: float) -> float | None:
         """The held share over the wake-ups after ``since`` (a ``time.perf_counter()`` reading).

@@ -911,11 +911,12 @@ def _canary_wants_more(
     n = len(measured.durations)
     if canary is None or total_items is None or n >= total_items or n >= MAX_SAMPLES:
         return False
-    wake_ups = canary.wake_ups(measured.first_done_at)
+    wake_ups = canary.wake_ups()
     if wake_ups is None or wake_ups > MIN_CANARY_SAMPLES:  # the last wake-up does not count
         return False
-    allowed = min(CANARY_EXTRA_SECONDS, PROBE_FRACTION * math.fsum(measured.durations) / n * total_items / 3)
-    return extra < allowed
+    mean = math.fsum(measured.durations) / n
+    allowed = min(CANARY_EXTRA_SECONDS, PROBE_FRACTION * mean * total_items / 3)
+    return extra + mean <= allowed  # the next item, as long as the ones before, fits in
 
 
 def _enough(
