@@ -6,6 +6,7 @@ import doctest
 import math
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ class TestValidateOptimization:
         def items() -> Iterator[int]:
             yield from range(300)
 
-        result = validate_optimization(record, items(), executor="serial")
+        result = validate_optimization(record, items(), executor="threads")
         assert result.n_items == 300
         assert sorted(calls) == sorted(list(range(300)) * 2)  # the planned run, then the serial one
 
@@ -87,9 +88,12 @@ class TestValidateOptimization:
         with pytest.raises(ConfigurationError, match="empty"):
             validate_optimization(square, [])
 
-    def test_everything_forced_is_refused(self) -> None:
-        with pytest.raises(ConfigurationError, match="nothing is predicted"):
-            validate_optimization(square, [1, 2], executor="threads", n_jobs=2, chunksize=1)
+    @pytest.mark.parametrize(
+        "forced", [{"executor": "threads", "n_jobs": 2, "chunksize": 1}, {"executor": "serial"}]
+    )
+    def test_a_forced_plan_is_refused(self, forced: dict[str, Any]) -> None:
+        with pytest.raises(ConfigurationError, match="nothing is planned or predicted"):
+            validate_optimization(square, [1, 2], **forced)
 
     def test_bad_options_are_refused(self) -> None:
         with pytest.raises(ConfigurationError):
@@ -130,7 +134,7 @@ class TestQuickValidate:
             seen.append(x)
             return x
 
-        result = quick_validate(record, list(range(1_000)), sample_size=10, executor="serial")
+        result = quick_validate(record, list(range(1_000)), sample_size=10, executor="threads")
         assert result.n_items == 10
         assert sorted(set(seen)) == list(range(0, 1_000, 100))
 

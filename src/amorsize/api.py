@@ -459,6 +459,26 @@ def _backend_for(setup: _RunSetup, start_method: str | None) -> Iterator[Backend
             setup.dask_client.close()
 
 
+def plan_is_forced(executor: str | None, n_jobs: int | None, chunksize: int | None) -> bool:
+    """Whether the caller's overrides leave nothing to plan, so that no dry run is made.
+
+    All three given, or a serial run (``n_jobs`` None or 1), whose chunk size the run steers itself.
+
+    Example:
+        >>> plan_is_forced("serial", None, None), plan_is_forced("processes", 2, None)
+        (True, False)
+    """
+    if executor == "serial" and (n_jobs is None or n_jobs == 1) and not isinstance(n_jobs, bool):
+        return True
+    return executor is not None and n_jobs is not None and chunksize is not None
+
+
+#: ``execute(..., executor="serial")`` without a chunk size makes no dry run: its chunks start at this
+#: size and grow towards the target duration as the run measures them (the chunk size of a serial run
+#: only sets how often hooks, progress and checkpoints hear from it).
+SERIAL_CHUNKSIZE = 1
+
+
 def _prepare(
     func: Callable[[Any], Any],
     data: Iterable[Any],
@@ -486,7 +506,7 @@ def _prepare(
             f"{', '.join(sorted(_OPTIMIZE_OPTIONS))} besides their own arguments"
         )
     _check_positive_int("blas_threads", blas_threads)
-    if executor is not None and n_jobs is not None and chunksize is not None:
+    if plan_is_forced(executor, n_jobs, chunksize):
         _check_options(
             target_chunk_duration=optimize_options.get("target_chunk_duration", 0.2),
             n_jobs=n_jobs,
@@ -495,7 +515,8 @@ def _prepare(
             max_workers=None,
         )
         kind = cast(ExecutorKind, executor)
-        candidate = Candidate(kind, 1 if kind == "serial" else n_jobs, chunksize)
+        n_workers = 1 if kind == "serial" else cast(int, n_jobs)
+        candidate = Candidate(kind, n_workers, chunksize or SERIAL_CHUNKSIZE)
         if blas_threads is None:  # a forced plan is capped like a planned one
             blas_threads = _blas_cap(
                 kind,
@@ -503,7 +524,13 @@ def _prepare(
                 candidate.n_jobs,
             )
         return _RunSetup(
-            candidate, None, None, (), blas_threads, *_dask_client(backend, executor, client), True
+            candidate,
+            None,
+            None,
+            (),
+            blas_threads,
+            *_dask_client(backend, executor, client),
+            chunksize is not None,
         )
     dask_client, owns_client = _dask_client(backend, executor, client)
     try:
@@ -796,7 +823,7 @@ def execute(
         verbose: print the analysis and a summary of the run to stderr.
         progress: show a progress bar (items, rate, ETA) on stderr.
         n_jobs, chunksize, executor: override the plan (``"serial"``, ``"threads"``,
-            ``"processes"``); when all three are given no dry run is made.
+            ``"processes"``); when all three are given no dry run is made, nor for ``"serial"``.
         timeout: seconds one item may run; over it the item is stopped (a process worker is
             killed and replaced) and :class:`~amorsize.errors.ItemTimeoutError` is raised.
         on_error: ``"raise"`` (stop at the first failure), ``"collect"`` (failed positions hold

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from amorsize.api import execute, execute_planned
+from amorsize.api import execute, execute_planned, plan_is_forced
 from amorsize.core.model import blas_threads_per_worker
 from amorsize.core.types import Candidate, ExecutorKind
 from amorsize.errors import ConfigurationError
@@ -213,10 +213,6 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def _all_forced(options: dict[str, Any]) -> bool:
-    return all(options.get(name) is not None for name in ("executor", "n_jobs", "chunksize"))
-
-
 def _log(verbose: bool, message: str) -> None:
     if verbose:
         print(f"amorsize validate: {message}", file=sys.stderr)
@@ -284,26 +280,27 @@ def validate_optimization(
             2× its workers, threads instead of processes or the reverse) so you see where it sits.
         **optimize_options: passed to :func:`~amorsize.api.execute_planned`: ``sample_size``,
             ``target_chunk_duration``, ``max_workers``, ``min_speedup``, ``n_jobs``, ``chunksize``,
-            ``executor``, ``start_method``, … (not all three of executor, n_jobs and chunksize: then
-            nothing is predicted; use :func:`~amorsize.tuning.tune` to compare forced plans).
+            ``executor``, ``start_method``, … (not all three of executor, n_jobs and chunksize, nor
+            ``executor="serial"``: then nothing is predicted; use :func:`~amorsize.tuning.tune` to
+            compare forced plans).
 
     Returns:
         A :class:`ValidationResult`; ``print()`` it for a readable report.
 
     Raises:
-        ConfigurationError: ``data`` is empty, or executor, n_jobs and chunksize are all forced, or a
-            bad option. Errors of ``func`` propagate as from ``execute`` (``SamplingError``,
-            ``ItemError``).
+        ConfigurationError: ``data`` is empty, or the plan is forced (executor, n_jobs and chunksize
+            all given, or ``executor="serial"``), or a bad option. Errors of ``func`` propagate as
+            from ``execute`` (``SamplingError``, ``ItemError``).
 
     Example:
         >>> validate_optimization(abs, [-1, 2, -3]).serial_time >= 0
         True
     """
-    if _all_forced(optimize_options):
+    if plan_is_forced(*(optimize_options.get(name) for name in ("executor", "n_jobs", "chunksize"))):
         raise ConfigurationError(
             "validate_optimization compares the model's prediction with a measurement, but with "
-            "executor, n_jobs and chunksize all given nothing is predicted; leave one of them to the "
-            "planner, or use amorsize.tune() to measure forced plans"
+            "executor, n_jobs and chunksize all given (or executor='serial') nothing is planned or "
+            "predicted; leave them to the planner, or use amorsize.tune() to measure forced plans"
         )
     items = list(data)
     if not items:
