@@ -431,15 +431,16 @@ class TestExecute:
         with _blas_limited(1):  # a threaded run
             quiet = cpu_while_sleeping()
             assert float((a @ a)[0, 0]) == 400.0  # capped calls still work
+        after = cpu_while_sleeping()  # lifting the cap restarted the pool: stopped again
         assert float((a @ a)[0, 0]) == 400.0  # and uncapped ones after: the pool starts again
         _quiet_blas()  # a process run
         quiet_for_processes = cpu_while_sleeping()
         assert float((a @ a)[0, 0]) == 400.0
-        print(quiet, quiet_for_processes, spinning)
+        print(quiet, after, quiet_for_processes, spinning)
         """
         stdout = fresh_python(script, timeout=50)
-        quiet, quiet_for_processes, spinning = map(float, stdout.split())
-        assert max(quiet, quiet_for_processes) < 0.02 <= spinning, stdout
+        quiet, after, quiet_for_processes, spinning = map(float, stdout.split())
+        assert max(quiet, after, quiet_for_processes) < 0.02 <= spinning, stdout
 
     def test_blas_pool_kept_while_another_thread_may_call_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.importorskip("numpy")

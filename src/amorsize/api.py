@@ -399,15 +399,20 @@ def _blas_limited(limit: int | None) -> Iterator[None]:
     After the dry run's uncapped calls an OpenBLAS helper thread spins ~100 ms, taking a core from
     the run (300 × 250² matmuls on 2 threads: 147–176 ms, 114–137 ms once it had stopped). When no
     other thread can be inside a BLAS call (:func:`~amorsize._native.quiet_openblas`), its pool is shut
-    down as the run starts; OpenBLAS starts it again when a call needs it.
+    down as the run starts; OpenBLAS starts it again when a call needs it. Lifting the limit at the
+    end restarts the pool, and its helper spun ~100 ms again — a core taken from whatever the caller
+    did next (the next call's dry run read 5 ms sleeps as 97 % CPU): it is shut down once more.
     """
     controller = None if limit is None or not blas_modules_loaded() else blas_above(limit)
     if controller is None:
         yield
         return
-    with controller.limit(limits=limit):
+    try:
+        with controller.limit(limits=limit):
+            quiet_openblas(controller)
+            yield
+    finally:
         quiet_openblas(controller)
-        yield
 
 
 def _quiet_blas() -> None:
