@@ -13,9 +13,11 @@ Python knows of.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "blas_above",
     "blas_libraries_mapped",
     "blas_modules_loaded",
+    "limited_quietly",
     "only_caller_runs_user_code",
     "quiet_openblas",
     "stop_openblas_threads",
@@ -187,3 +190,22 @@ def quiet_openblas(controller: ThreadpoolController) -> bool:
         return False
     stop_openblas_threads(controller)
     return True
+
+
+@contextlib.contextmanager
+def limited_quietly(controller: ThreadpoolController, limit: int) -> Iterator[bool]:
+    """Limit ``controller``'s libraries to ``limit`` threads, OpenBLAS's helper stopped at both ends.
+
+    On entry the helper left spinning by earlier uncapped calls is stopped (:func:`quiet_openblas`).
+    Lifting the limit on exit sets the thread count, which restarts OpenBLAS's pool, and its helper
+    spun ~100 ms of a core after every threaded run (the next call's dry run read 5 ms sleeps as
+    97 % CPU through it): it is stopped again, on the same condition.
+
+    Yields:
+        Whether the helper was stopped on entry (no other thread can be in a BLAS call).
+    """
+    try:
+        with controller.limit(limits=limit):
+            yield quiet_openblas(controller)
+    finally:
+        quiet_openblas(controller)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from amorsize._native import blas_above, blas_modules_loaded, quiet_openblas
+from amorsize._native import blas_above, blas_modules_loaded, limited_quietly, quiet_openblas
 from amorsize.core.calibration import (
     Correction,
     apply_correction,
@@ -399,20 +399,15 @@ def _blas_limited(limit: int | None) -> Iterator[None]:
     After the dry run's uncapped calls an OpenBLAS helper thread spins ~100 ms, taking a core from
     the run (300 × 250² matmuls on 2 threads: 147–176 ms, 114–137 ms once it had stopped). When no
     other thread can be inside a BLAS call (:func:`~amorsize._native.quiet_openblas`), its pool is shut
-    down as the run starts; OpenBLAS starts it again when a call needs it. Lifting the limit at the
-    end restarts the pool, and its helper spun ~100 ms again — a core taken from whatever the caller
-    did next (the next call's dry run read 5 ms sleeps as 97 % CPU): it is shut down once more.
+    down as the run starts, and again as the limit is lifted (:func:`~amorsize._native.limited_quietly`);
+    OpenBLAS starts it again when a call needs it.
     """
     controller = None if limit is None or not blas_modules_loaded() else blas_above(limit)
-    if controller is None:
+    if limit is None or controller is None:
         yield
         return
-    try:
-        with controller.limit(limits=limit):
-            quiet_openblas(controller)
-            yield
-    finally:
-        quiet_openblas(controller)
+    with limited_quietly(controller, limit):
+        yield
 
 
 def _quiet_blas() -> None:

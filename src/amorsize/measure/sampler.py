@@ -56,7 +56,7 @@ from typing import Any
 
 import cloudpickle
 
-from amorsize._native import blas_libraries_mapped, blas_modules_loaded, quiet_openblas
+from amorsize._native import blas_libraries_mapped, blas_modules_loaded, limited_quietly
 from amorsize.core.types import IO_BOUND_CPU_RATIO, MAX_WAIT_THREADS, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import MIN_SAMPLES as MIN_CANARY_SAMPLES
@@ -1177,8 +1177,10 @@ def _capped_probe(
     Right after the serial phase's uncapped calls OpenBLAS keeps a helper thread spinning ~100 ms
     (104–108 ms of CPU measured): two capped threads then read 2.0–2.3 ms per 250² matmul where
     0.3 s later they read 1.0–1.1 ms. So the helper is stopped first
-    (:func:`~amorsize._native.quiet_openblas`), and the items run on two threads; where it cannot
-    be stopped (another thread may be calling BLAS) they run one by one in this thread, which reads
+    (:func:`~amorsize._native.limited_quietly`, which stops it again as the cap is lifted, so that
+    it does not spin through the planning and the run's start), and the items run on two threads;
+    where it cannot be stopped (another thread may be calling BLAS) they run one by one in this
+    thread, which reads
     1.2–1.6 ms either way but is pessimistic for the run (two threads did 300 such items in
     127–129 ms: 0.85 ms per item and thread). The items run for about ``window`` seconds (C code
     does not warm up like the interpreter: the serial phase stays the uncapped reference).
@@ -1191,8 +1193,8 @@ def _capped_probe(
 
     mean = statistics.fmean(measured.durations)
     controller = ThreadpoolController()
-    with controller.limit(limits=blas_cap):
-        threads = 2 if quiet_openblas(controller) else 1
+    with limited_quietly(controller, blas_cap) as quiet:
+        threads = 2 if quiet else 1
         per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(window / max(mean, 1e-9))))
         items = list(itertools.islice(iterator, threads * per_thread))
         if not items:
