@@ -916,7 +916,7 @@ def _canary_wants_more(
         return False
     mean = math.fsum(measured.durations) / n
     allowed = min(CANARY_EXTRA_SECONDS, PROBE_FRACTION * mean * total_items / 3)
-    return extra + mean <= allowed  # the next item, as long as the ones before, fits in
+    return extra < allowed
 
 
 def _enough(
