@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from model_factories import COSTS, make_machine, make_profile
 
 from amorsize.core import planner
-from amorsize.core.model import WORKER_BASE_MEMORY, Workload, blas_threads_per_worker, predict
+from amorsize.core.model import WORKER_BASE_MEMORY, Workload, blas_threads_per_worker, memory_ceiling, predict
 from amorsize.core.planner import (
     MAX_THREADS,
     MAX_WAIT_THREADS,
@@ -21,7 +21,15 @@ from amorsize.core.planner import (
     WORKER_ECONOMY,
     plan,
 )
-from amorsize.core.types import IO_BOUND_CPU_RATIO, Machine, MachineCosts, Plan, PlanOptions, Profile
+from amorsize.core.types import (
+    IO_BOUND_CPU_RATIO,
+    ExecutorKind,
+    Machine,
+    MachineCosts,
+    Plan,
+    PlanOptions,
+    Profile,
+)
 from amorsize.errors import ConfigurationError
 
 CPU_BOUND = make_profile(0.01, cpu_ratio=1.0, thread_speedup=1.0)
@@ -227,6 +235,17 @@ class TestPlan:
             "serial"
         )
 
+    @pytest.mark.parametrize("kind", ["threads", "processes"])
+    def test_one_worker_is_searched_only_when_no_second_fits(self, kind: ExecutorKind) -> None:
+        # one worker is serial plus the backend's costs; a threads × 1 plan once came out of the noise
+        def counts(bound: int, options: PlanOptions) -> set[int]:
+            search = planner._Search(Workload.from_profile(CPU_BOUND), make_machine(4), options, 10_000)
+            return set(search.search(kind, bound, "cores", (4,)).points)
+
+        assert min(counts(4, PlanOptions(n_items=10_000))) == 2
+        assert counts(1, PlanOptions(n_items=10_000)) == {1}
+        assert counts(4, PlanOptions(n_items=10_000, n_jobs=1, executor=kind)) == {1}
+
     def test_forced_n_jobs_beyond_the_cores_warns(self) -> None:
         options = PlanOptions(n_items=10_000, n_jobs=16, executor="processes")
         result = plan(CPU_BOUND, make_machine(4), options)
@@ -421,6 +440,10 @@ def test_a_parallel_plan_is_worth_it_and_within_bounds(
     assert result.serial.total - result.prediction.total >= NOISE_FLOOR
     assert cand.chunksize <= -(-n_items // cand.n_jobs)
     assert cand.n_jobs <= n_items
+    if cand.n_jobs == 1:  # one worker is serial plus the backend's costs: only when no second fits
+        ceiling = memory_ceiling(Workload.from_profile(profile), machine, cand.executor)
+        cores = machine.usable_cores if cand.executor == "processes" else n_items
+        assert min(n_items, cores, 2 if ceiling is None else ceiling) < 2
     if cand.executor == "processes":
         assert profile.picklable
         assert cand.n_jobs <= machine.usable_cores

@@ -284,6 +284,10 @@ class _Search:
         """Best point per worker count of ``kind`` up to ``bound``, refined around the best."""
         forced = self.options.n_jobs
         counts = [forced] if forced is not None else _worker_grid(bound, anchors)
+        if forced is None and bound > 1:
+            # one worker runs the items one after another like serial, plus the backend's costs: it
+            # can only win through the model's noise (it once planned threads × 1 for NumPy work)
+            counts = [count for count in counts if count > 1]
         points = {count: self.point(kind, count) for count in counts}
         if self.options.n_jobs is None and len(counts) > 1:
             best = _pick(points.values()).candidate.n_jobs
