@@ -297,6 +297,13 @@ class TestOptimize:
             "amorsize: error: argument --n-jobs: must be >= 1 (got 0)"
         )
 
+    def test_an_option_is_never_abbreviated(self, capsys: pytest.CaptureFixture[str]) -> None:
+        # argparse's default would take --data-json for --data-jsonl and read the JSON as a file name
+        code, _, err = run(capsys, "optimize", "math.factorial", "--data-json", "[1, 2]")
+        assert code == EXIT_USAGE and "unrecognized arguments: --data-json" in err
+        code, _, err = run(capsys, "optimize", "math.factorial", "--data-range", "5", "--samp", "3")
+        assert code == EXIT_USAGE and "unrecognized arguments: --samp" in err
+
 
 # -- execute -----------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from amorsize.cli._inputs import UsageError
 
@@ -12,7 +12,15 @@ __all__ = ["build_parser"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a mistake becomes a :class:`UsageError` (one line, exit 2) instead of usage + exit."""
+    """argparse, but a mistake becomes a :class:`UsageError` (one line, exit 2) instead of usage + exit.
+
+    Options are not abbreviated: ``--data-json`` would otherwise be taken as ``--data-jsonl`` and its
+    JSON text read as a file name.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
