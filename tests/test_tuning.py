@@ -12,6 +12,7 @@ import pytest
 from amorsize import execute, tuning
 from amorsize.config import load_config
 from amorsize.errors import ConfigurationError
+from amorsize.measure.machine import usable_cores
 from amorsize.tuning import REPEATS, TuneResult, TuneRow, tune
 
 
@@ -59,6 +60,14 @@ class TestTune:
         result = tune(nap, [0.001] * 40, time_budget=2.0, executor="threads")
         assert {row.executor for row in result.table} == {"threads"}
         assert result.recommended.executor == "threads"
+
+    @pytest.mark.timeout(60)
+    def test_one_worker_is_not_a_trial(self) -> None:
+        # serial is in the search already; a pool of one is serial plus its costs
+        result = tune(nap, [0.001] * 40, time_budget=1.0, executor="processes")
+        assert {row.executor for row in result.table} == {"processes"}
+        if usable_cores() >= 2:
+            assert min(row.n_jobs for row in result.table) >= 2
 
     @pytest.mark.timeout(60)
     def test_options_reproduce_the_winner(self) -> None:

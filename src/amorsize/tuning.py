@@ -257,7 +257,9 @@ def _search_space(
     max_workers = options.get("max_workers")
     for kind in kinds:
         if kind == "processes":
-            counts = {max(1, usable // 2), usable}
+            # all the cores, and half of them (memory bandwidth, hyper-threads); never one worker
+            # beside serial (on two cores "half" is one: a trial spent on serial plus pickling)
+            counts = {usable} | ({usable // 2} if usable // 2 >= 2 else set())
         else:
             top = max(4 * usable, 2 * plan.n_jobs) if plan.executor == "threads" else 2 * usable
             if profile.is_io_bound:
