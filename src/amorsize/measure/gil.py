@@ -3,7 +3,8 @@
 A two-thread speedup probe answers "does it release the GIL?" only as well as the second core is
 free and the window is long: 30 ms probes of work that really scales 2× read 1.31–1.87× on this
 project's 2-core machines. The canary asks the question directly. While the calling thread runs
-items, a second thread sleeps a few hundred microseconds at a time and measures how late it wakes:
+items, a second thread sleeps a few hundred microseconds at a time (a random length, so that its
+wake-ups do not lock to the items' rhythm) and measures how late it wakes:
 
 - if the items release the GIL (hashlib on large buffers, NumPy, I/O), it gets the GIL back at
   once: ~80–100 µs late here, the kernel's timer slack;
@@ -38,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import sys
 import threading
 import time
@@ -59,7 +61,13 @@ __all__ = [
 #: switch per interval (~1–2 % of pure-Python time at 1 ms).
 SWITCH_INTERVAL = 0.001
 
-#: The canary's sleep between wake-ups (seconds).
+#: The canary's mean sleep between wake-ups (seconds). Each sleep is drawn uniformly from
+#: ``[0, 2 × CANARY_SLEEP]``: with a fixed sleep the wake-ups lock to the items' rhythm. An item
+#: half in C (``sum(blob[::16]) + crc32`` of 1 MB: 0.26 ms holding the GIL, then 0.2 ms without)
+#: hands the GIL to the canary as its C part starts; a fixed 0.2 ms sleep then ends in the next
+#: held part, every time: it read 0.75–1.0 held, and the plan was serial where two threads ran
+#: 1.29× as fast. Random sleeps read 0.42–0.59 (the held share of its time is 0.57), and pure
+#: Python (1.0), SHA-256, NumPy and sleeping (0.0–0.02) read as before.
 CANARY_SLEEP = 0.0002
 
 #: A wake-up later than this waited for the GIL (seconds): well above the ~100 µs of timer slack,
@@ -167,6 +175,7 @@ class GilCanary:
 
     def _watch(self) -> None:
         clock, sleep, stop, cpu = time.perf_counter, time.sleep, self._stop, time.thread_time
+        draw, longest = random.Random().random, 2.0 * CANARY_SLEEP
         lateness, woke, measured = self._lateness, self._woke, self._measured
         own_delay = _OwnRunQueueDelay.open()
         previous = clock()
@@ -177,12 +186,13 @@ class GilCanary:
         first = True
         try:
             while not stop.is_set():
+                nap = draw() * longest
                 started = clock()
-                sleep(CANARY_SLEEP)
+                sleep(nap)
                 now = clock()
                 self._cpu = cpu()
                 # late for the GIL, not for a CPU: other processes may have kept the canary waiting
-                late = now - started - CANARY_SLEEP - (own_delay.waited() if own_delay is not None else 0.0)
+                late = now - started - nap - (own_delay.waited() if own_delay is not None else 0.0)
                 # first: how far the measured thread got since the previous wake-up
                 stalled = measured is not None and measured.stalled(now - previous)
                 previous = now
