@@ -302,7 +302,9 @@ class TestOptimize:
         code, _, err = run(capsys, "optimize", "math.factorial", "--data-json", "[1, 2]")
         assert code == EXIT_USAGE and "unrecognized arguments: --data-json" in err
         code, _, err = run(capsys, "optimize", "math.factorial", "--data-range", "5", "--samp", "3")
-        assert code == EXIT_USAGE and "unrecognized arguments: --samp" in err
+        assert (
+            code == EXIT_USAGE and "unrecognized arguments: --samp 3 (see `amorsize optimize --help`)" in err
+        )
 
 
 # -- execute -----------------------------------------------------------------------------------------

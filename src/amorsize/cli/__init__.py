@@ -122,10 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments
     try:
-        from amorsize.cli._parser import build_parser
+        from amorsize.cli._parser import parse
 
         try:
-            args = build_parser().parse_args(arguments)
+            args = parse(arguments)
         except SystemExit as done:  # --help and --version
             return done.code if isinstance(done.code, int) else 0
         debug = debug or bool(getattr(args, "debug", False))

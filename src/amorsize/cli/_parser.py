@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from amorsize.cli._inputs import UsageError
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "parse"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -401,3 +401,24 @@ def build_parser() -> _Parser:
     dlq_clear.add_argument("--yes", action="store_true", help="do it (required)")
     _add_queue_options(dlq_clear)
     return parser
+
+
+def parse(arguments: Sequence[str]) -> argparse.Namespace:
+    """Parse the command line; an unknown option names the command whose ``--help`` lists the options.
+
+    Args:
+        arguments: the arguments, without the program name.
+
+    Returns:
+        The parsed arguments (``command`` is the command's name).
+
+    Raises:
+        UsageError: a mistake in the arguments.
+        SystemExit: for ``--help`` and ``--version``.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(arguments)
+    if extras:
+        prog = f"{parser.prog} {args.command}"
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)")
+    return args
