@@ -70,6 +70,10 @@ SWITCH_INTERVAL = 0.001
 #: Python (1.0), SHA-256, NumPy and sleeping (0.0–0.02) read as before.
 CANARY_SLEEP = 0.0002
 
+#: The canaries' random sleeps (seeded: only their independence from the items matters; made once,
+#: not in each canary thread as it starts).
+_NAPS = random.Random(0x6A17)
+
 #: A wake-up later than this waited for the GIL (seconds): well above the ~100 µs of timer slack,
 #: well below the ~1.2 ms of a forced switch.
 HELD_LATENESS = 0.25 * SWITCH_INTERVAL
@@ -175,7 +179,7 @@ class GilCanary:
 
     def _watch(self) -> None:
         clock, sleep, stop, cpu = time.perf_counter, time.sleep, self._stop, time.thread_time
-        draw, longest = random.Random().random, 2.0 * CANARY_SLEEP
+        draw, longest = _NAPS.random, 2.0 * CANARY_SLEEP
         lateness, woke, measured = self._lateness, self._woke, self._measured
         own_delay = _OwnRunQueueDelay.open()
         previous = clock()
