@@ -66,7 +66,7 @@ SWITCH_INTERVAL = 0.001
 #: half in C (``sum(blob[::16]) + crc32`` of 1 MB: 0.26 ms holding the GIL, then 0.2 ms without)
 #: hands the GIL to the canary as its C part starts; a fixed 0.2 ms sleep then ends in the next
 #: held part, every time: it read 0.75–1.0 held, and the plan was serial where two threads ran
-#: 1.29× as fast. Random sleeps read 0.42–0.59 (the held share of its time is 0.57), and pure
+#: 1.29× as fast. Random sleeps read 0.41–0.62 (the held share of its time is 0.57), and pure
 #: Python (1.0), SHA-256, NumPy and sleeping (0.0–0.02) read as before.
 CANARY_SLEEP = 0.0002
 
@@ -183,7 +183,7 @@ class GilCanary:
         lateness, woke, measured = self._lateness, self._woke, self._measured
         own_delay = _OwnRunQueueDelay.open()
         previous = clock()
-        # The first wake-up, 0.2 ms after the start, is not counted: it lands while the caller is
+        # The first wake-up, ~0.2 ms after the start, is not counted: it lands while the caller is
         # still on its way to the items (this thread's start, the dry run's set-up). Inside the
         # benchmark suite it was the only on-time wake-up of large-output's pure Python (0.875–0.89
         # held instead of 1.0, 2 dry runs in 15); at 0.8 (one in five) the plan is threads × 2.
