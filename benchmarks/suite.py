@@ -25,7 +25,8 @@ For each workload (``suite_workloads.py``)::
 Regret = time / oracle best, within one phase. Amorsize's prediction error compares the plan's
 predicted run time with the run's measured wall time (RunReport), before and after the history
 correction (leave one workload out: the correction that predicts a workload never saw its runs).
-Results go to stdout and to ``benchmarks/results_suite.md``. The machine may be shared: the load
+Results go to stdout and to ``benchmarks/results_suite.md`` (``results_suite_partial.md`` for a
+``--quick`` or ``--only`` run, which leaves the full report alone). The machine may be shared: the load
 average is written next to the figures; compare ratios within one run.
 """
 
@@ -489,8 +490,10 @@ def report(
     correction: Correction,
     loo: dict[str, Correction],
     header: list[str],
+    *,
+    partial: bool = False,
 ) -> tuple[list[str], dict[str, Any]]:
-    """The markdown report and the headline figures."""
+    """The markdown report and the headline figures; ``partial``: a ``--quick`` or ``--only`` run."""
     lines = list(header)
     names = ["execute", "Pool", "joblib", "serial"]
     later = ["execute+history", "execute@oracle"]
@@ -590,6 +593,12 @@ def report(
         "## Targets",
         "",
     ]
+    if partial:
+        lines += [
+            "A partial run (`--quick`: ¼ of the items and one round; or `--only`): the targets are judged "
+            "on a full run of every workload. What this run measured against them:",
+            "",
+        ]
     worst_name, worst_ratio = max(vs_serial, key=lambda item: item[1])
     names_in_order = [r.workload.name for r in results]
     over = [name for name, value in zip(names_in_order, regrets["execute"], strict=True) if value > 1.5]
@@ -647,9 +656,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="¼ of the items, 1 repeat, a coarser oracle")
     parser.add_argument("--repeat", type=int, default=None, help="rounds of contenders (default 3; quick 1)")
     parser.add_argument("--only", default="", help="comma-separated workload names")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results_suite.md")))
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="report file (default: results_suite.md beside this script for a full run, "
+        "results_suite_partial.md with --quick or --only, so a smoke run keeps the full report)",
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
+    partial = quick or bool(args.only)
+    if args.out is None:
+        name = "results_suite_partial.md" if partial else "results_suite.md"
+        args.out = str(Path(__file__).with_name(name))
     repeat = args.repeat if args.repeat is not None else (1 if quick else 3)
     chosen = workloads(4 if quick else 1)
     if args.only:
@@ -690,7 +708,7 @@ def main(argv: list[str] | None = None) -> None:
     for result in results:
         run_with_history(result, correction, repeat)
     header.append(f"- finished {datetime.datetime.now():%H:%M}, load average at the end: {_load()}")
-    lines, headline = report(results, correction, loo, header)
+    lines, headline = report(results, correction, loo, header, partial=partial)
     lines += round_times(results) + oracle_details(results)
     text = "\n".join(lines) + "\n"
     print(text)
