@@ -530,6 +530,45 @@ class TestBlasProbe:
         stdout = fresh_python(script, timeout=50)
         assert stdout.split() == ["3"]  # the serial phase's thread and the probe's two
 
+    @pytest.mark.timeout(60)
+    def test_capped_probe_leaves_openblas_quiet(self, fresh_python: Callable[..., str]) -> None:
+        pytest.importorskip("numpy")
+        from threadpoolctl import threadpool_info
+
+        openblas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
+        if not openblas or openblas[0].get("threading_layer") != "pthreads" or openblas[0]["num_threads"] < 2:
+            pytest.skip("needs OpenBLAS (pthreads) running 2 or more threads")
+        # Lifting the probe's cap restarts OpenBLAS's pool, whose helper then spun ~100 ms through the
+        # planning and the run's start. The probe is called directly: whether sample() runs it at all
+        # depends on what the CPU clock reads.
+        script = """
+        import time
+        import numpy
+        from amorsize.measure.sampler import _capped_probe, _Measured
+
+        def cpu_while_sleeping():
+            started = time.process_time()
+            time.sleep(0.06)
+            return time.process_time() - started
+
+        a = numpy.ones((400, 400))
+
+        def square(x):
+            return float((x @ x)[0, 0])
+
+        square(a)  # uncapped: OpenBLAS's helper spins ~100 ms after it
+        spinning = cpu_while_sleeping()
+        measured = _Measured(items=[a], results=[square(a)], durations=[0.002], cpu_times=[0.004])
+        probed = _capped_probe(square, iter([a] * 8), measured, time.perf_counter, 0.01, 1)
+        assert probed is not None and measured.results[1:] == [400.0] * (len(measured.results) - 1)
+        after = cpu_while_sleeping()
+        assert square(a) == 400.0  # uncapped calls after it: the pool starts again
+        print(after, spinning)
+        """
+        stdout = fresh_python(script, timeout=50)
+        after, spinning = map(float, stdout.split())
+        assert after < 0.02 <= spinning, stdout
+
     def test_capped_probe_stays_in_the_calling_thread_while_another_may_call_blas(self) -> None:
         np = pytest.importorskip("numpy")
         if sampler_module.blas_threads_loaded() <= 1:
