@@ -37,6 +37,37 @@ def fresh_python() -> Callable[..., str]:
     return run_python
 
 
+#: Start of a fresh-interpreter script on OpenBLAS's helper thread: ``cpu_while_sleeping()`` is the
+#: process's CPU over a 60 ms sleep (the helper spins ~100 ms after an uncapped multi-threaded call),
+#: and ``a @ a`` is such a call.
+OPENBLAS_SPIN_SCRIPT = """
+import time
+import numpy
+
+def cpu_while_sleeping():
+    started = time.process_time()
+    time.sleep(0.06)
+    return time.process_time() - started
+
+a = numpy.ones((400, 400))
+"""
+
+
+@pytest.fixture
+def openblas_script() -> Callable[[str], str]:
+    """Prefix a script (dedented) with :data:`OPENBLAS_SPIN_SCRIPT`.
+
+    Skips unless NumPy's OpenBLAS (pthreads) runs 2 or more threads.
+    """
+    pytest.importorskip("numpy")
+    from threadpoolctl import threadpool_info
+
+    openblas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
+    if not openblas or openblas[0].get("threading_layer") != "pthreads" or openblas[0]["num_threads"] < 2:
+        pytest.skip("needs OpenBLAS (pthreads) running 2 or more threads")
+    return lambda body: OPENBLAS_SPIN_SCRIPT + textwrap.dedent(body)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_amorsize_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point AMORSIZE_HOME at a fresh directory so tests never touch the user's real store."""

@@ -404,27 +404,14 @@ class TestExecute:
 
     @pytest.mark.timeout(60)
     def test_parallel_blas_runs_start_without_openblas_spinning(
-        self, fresh_python: Callable[..., str]
+        self, fresh_python: Callable[..., str], openblas_script: Callable[[str], str]
     ) -> None:
-        pytest.importorskip("numpy")
-        from threadpoolctl import threadpool_info
-
-        openblas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
-        if not openblas or openblas[0].get("threading_layer") != "pthreads" or openblas[0]["num_threads"] < 2:
-            pytest.skip("needs OpenBLAS (pthreads) running 2 or more threads")
         # a fresh interpreter: this one may have threads (Dask's, from other tests) that keep the
         # pool up, as they should
-        script = """
-        import time
-        import numpy
+        script = openblas_script(
+            """
         from amorsize.api import _blas_limited, _quiet_blas
 
-        def cpu_while_sleeping():
-            started = time.process_time()
-            time.sleep(0.06)
-            return time.process_time() - started
-
-        a = numpy.ones((400, 400))
         a @ a  # uncapped: OpenBLAS's helper spins ~100 ms after it
         spinning = cpu_while_sleeping()
         a @ a
@@ -438,6 +425,7 @@ class TestExecute:
         assert float((a @ a)[0, 0]) == 400.0
         print(quiet, after, quiet_for_processes, spinning)
         """
+        )
         stdout = fresh_python(script, timeout=50)
         quiet, after, quiet_for_processes, spinning = map(float, stdout.split())
         assert max(quiet, after, quiet_for_processes) < 0.02 <= spinning, stdout

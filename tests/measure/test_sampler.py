@@ -531,27 +531,15 @@ class TestBlasProbe:
         assert stdout.split() == ["3"]  # the serial phase's thread and the probe's two
 
     @pytest.mark.timeout(60)
-    def test_capped_probe_leaves_openblas_quiet(self, fresh_python: Callable[..., str]) -> None:
-        pytest.importorskip("numpy")
-        from threadpoolctl import threadpool_info
-
-        openblas = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
-        if not openblas or openblas[0].get("threading_layer") != "pthreads" or openblas[0]["num_threads"] < 2:
-            pytest.skip("needs OpenBLAS (pthreads) running 2 or more threads")
+    def test_capped_probe_leaves_openblas_quiet(
+        self, fresh_python: Callable[..., str], openblas_script: Callable[[str], str]
+    ) -> None:
         # Lifting the probe's cap restarts OpenBLAS's pool, whose helper then spun ~100 ms through the
         # planning and the run's start. The probe is called directly: whether sample() runs it at all
         # depends on what the CPU clock reads.
-        script = """
-        import time
-        import numpy
+        script = openblas_script(
+            """
         from amorsize.measure.sampler import _capped_probe, _Measured
-
-        def cpu_while_sleeping():
-            started = time.process_time()
-            time.sleep(0.06)
-            return time.process_time() - started
-
-        a = numpy.ones((400, 400))
 
         def square(x):
             return float((x @ x)[0, 0])
@@ -565,6 +553,7 @@ class TestBlasProbe:
         assert square(a) == 400.0  # uncapped calls after it: the pool starts again
         print(after, spinning)
         """
+        )
         stdout = fresh_python(script, timeout=50)
         after, spinning = map(float, stdout.split())
         assert after < 0.02 <= spinning, stdout
