@@ -103,7 +103,7 @@ class TestReadings:
     def test_an_item_half_in_c_reads_about_half(self) -> None:
         # a fixed sleep locked the wake-ups to the item's rhythm: the GIL came to the canary as the
         # crc32 began, and 0.2 ms later it woke in the next sum: medians of 5 read 0.64–0.79 here
-        # (0.41–0.44 with random sleeps; the item spends ~57 % of its time holding the GIL)
+        # (0.41–0.49 with random sleeps; the item spends ~57 % of its time holding the GIL)
         readings = [held_while(half_in_c).held_fraction for _ in range(5)]
         known = [r for r in readings if r is not None]
         assert len(known) >= 3, readings
