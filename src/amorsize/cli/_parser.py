@@ -23,7 +23,12 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        raise _usage_error(self.prog, message)
+
+
+def _usage_error(prog: str, message: str) -> UsageError:
+    """The one-line usage error, pointing at ``prog``'s ``--help``."""
+    return UsageError(f"{message} (see `{prog} --help`)")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -419,6 +424,5 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     parser = build_parser()
     args, extras = parser.parse_known_args(arguments)
     if extras:
-        prog = f"{parser.prog} {args.command}"
-        raise UsageError(f"unrecognized arguments: {' '.join(extras)} (see `{prog} --help`)")
+        raise _usage_error(f"{parser.prog} {args.command}", f"unrecognized arguments: {' '.join(extras)}")
     return args
