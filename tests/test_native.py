@@ -45,6 +45,26 @@ class TestOnlyCallerRunsUserCode:
             release.set()
             other.join()
 
+    @pytest.mark.timeout(60)
+    def test_every_thread_amorsize_leaves_behind_is_known(self, fresh_python: Callable[..., str]) -> None:
+        # after runs on each backend and their history writes, only Amorsize's own threads are
+        # left; one missing from the list (the store's writer was) kept OpenBLAS's helper spinning
+        out = fresh_python(
+            """
+            import threading
+            from amorsize import execute
+            from amorsize._native import only_caller_runs_user_code
+            from amorsize.store import flush_deferred
+
+            for executor in ("serial", "threads", "processes"):
+                execute(abs, range(-50, 50), executor=executor, n_jobs=2, chunksize=10)
+            flush_deferred()
+            names = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+            print(only_caller_runs_user_code(), names)
+            """
+        )
+        assert out.startswith("True "), out
+
 
 class TestBlasLibrariesMapped:
     """``blas_libraries_mapped``: a read of ``/proc/self/maps`` instead of threadpoolctl's import and scan."""

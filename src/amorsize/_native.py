@@ -45,6 +45,7 @@ _NO_USER_CODE = (
     "amorsize-head-watch",
     "amorsize-calibrate",
     "amorsize-dask-manager",
+    "amorsize-store-writer",
 )
 
 #: Plumbing threads of process executors (``concurrent.futures`` and loky's manager thread, a
