@@ -168,6 +168,20 @@ class TestAlternativeCandidates:
             assert 1 <= candidate.chunksize <= -(-10 // candidate.n_jobs)
         assert len(set(found)) == len(found)
 
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize(("n_jobs", "halved"), [(2, None), (3, None), (4, 2), (8, 4)])
+    def test_workers_are_halved_only_to_two_or_more(self, n_jobs: int, halved: int | None) -> None:
+        # one worker is serial plus the pool's costs: timed, it had no prediction beside it
+        from amorsize.api import optimize
+
+        # (a short input would be computed whole by the dry run, and planned serial)
+        plan = optimize(square, range(100_000), executor="threads", n_jobs=n_jobs, chunksize=4)
+        assert (plan.executor, plan.n_jobs) == ("threads", n_jobs)
+        found = validation._alternative_candidates(plan, 100_000, usable_cores=8)
+        counts = {c.n_jobs for c in found if c.executor == "threads" and c.n_jobs < n_jobs}
+        assert counts == ({halved} if halved else set())
+        assert all(c.n_jobs >= 2 for c in found)
+
 
 @pytest.mark.timeout(60)
 def test_doctests() -> None:

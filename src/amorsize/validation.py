@@ -219,7 +219,11 @@ def _log(verbose: bool, message: str) -> None:
 
 
 def _alternative_candidates(plan: OptimizationResult, n_items: int, usable_cores: int) -> list[Candidate]:
-    """Neighbours of the plan: ¼× and 4× the chunk size, ½× and 2× the workers, the other kind."""
+    """Neighbours of the plan: ¼× and 4× the chunk size, ½× and 2× the workers, the other kind.
+
+    Halving the workers is left out when it leaves one: a pool of one worker is the serial run
+    (timed anyway) plus the pool's costs, a plan the planner never makes and so cannot predict.
+    """
     kind, n_jobs, chunksize = plan.executor, plan.n_jobs, plan.chunksize
     found: list[Candidate] = []
 
@@ -238,7 +242,7 @@ def _alternative_candidates(plan: OptimizationResult, n_items: int, usable_cores
         return found
     add(kind, n_jobs, chunksize // 4)
     add(kind, n_jobs, chunksize * 4)
-    if n_jobs >= 2:
+    if n_jobs // 2 >= 2:
         add(kind, n_jobs // 2, chunksize)
     if kind == "threads" or n_jobs * 2 <= 2 * usable_cores:
         add(kind, n_jobs * 2, chunksize)
@@ -276,8 +280,9 @@ def validate_optimization(
         func: a one-argument function.
         data: any iterable (materialised; see above).
         verbose: print progress and the result to stderr.
-        compare: also time a few neighbours of the recommendation (¼× and 4× its chunk size, ½× and
-            2× its workers, threads instead of processes or the reverse) so you see where it sits.
+        compare: also time a few neighbours of the recommendation (¼× and 4× its chunk size, ½×
+            (if that is 2 or more) and 2× its workers, threads instead of processes or the reverse)
+            so you see where it sits.
         **optimize_options: passed to :func:`~amorsize.api.execute_planned`: ``sample_size``,
             ``target_chunk_duration``, ``max_workers``, ``min_speedup``, ``n_jobs``, ``chunksize``,
             ``executor``, ``start_method``, … (not all three of executor, n_jobs and chunksize, nor
