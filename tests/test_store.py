@@ -11,6 +11,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -305,6 +306,26 @@ def _child_uses(store: Store) -> int:
         return 1
 
 
+@contextmanager
+def _busy_in_another_thread(store: Store) -> Iterator[None]:
+    """Hold ``store`` in a transaction on another thread while the block runs."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
 @fork_only
 class TestFork:
     @pytest.mark.timeout(30)
@@ -349,24 +370,13 @@ class TestFork:
     def test_store_used_by_a_thread_during_fork(self, store: Store) -> None:
         # A thread holds the store's lock while the main thread forks: the child must not deadlock.
         store.put("ns", "parent", "written before the fork")
-        holding, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with store.transaction():
-                holding.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        holding.wait(10)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            try:
-                os._exit(0 if store.get("ns", "parent") == "written before the fork" else 1)
-            finally:
-                os._exit(2)
-        release.set()
-        holder.join()
+        with _busy_in_another_thread(store):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    os._exit(0 if store.get("ns", "parent") == "written before the fork" else 1)
+                finally:
+                    os._exit(2)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
 
@@ -438,22 +448,11 @@ class TestDeferredWrites:
         assert os.waitstatus_to_exitcode(status) == 0
         # a write still blocked when the wait gives up stays the parent's: the child has none queued
         monkeypatch.setattr(store_module, "FORK_WAIT", 0.1)
-        holding, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with store.transaction():
-                holding.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        holding.wait(10)
-        store.record_run_later({"function_key": "blocked"})
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            os._exit(0 if store_module.flush_deferred(timeout=0) else 1)
-        release.set()
-        holder.join()
+        with _busy_in_another_thread(store):
+            store.record_run_later({"function_key": "blocked"})
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                os._exit(0 if store_module.flush_deferred(timeout=0) else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert [r["function_key"] for r in store.runs()] == ["blocked", "before"]
