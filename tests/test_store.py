@@ -414,6 +414,18 @@ class TestDeferredWrites:
         store.record_run_later({"n_items": 1})  # the writer goes on
         assert [r["n_items"] for r in store.runs()] == [1]
 
+    @pytest.mark.timeout(30)
+    def test_the_writer_goes_on_after_any_exception(self, store: Store) -> None:
+        def leave() -> None:
+            raise SystemExit  # not an Exception: it would end the writer thread, silently
+
+        store_module._DEFERRED.submit(leave)
+        with pytest.warns(RuntimeWarning, match="SystemExit"):
+            assert store_module.flush_deferred(timeout=10)
+            time.sleep(0.05)
+        store.record_run_later({"n_items": 7})
+        assert [r["n_items"] for r in store.runs()] == [7]
+
     def test_a_read_inside_an_operation_does_not_wait_for_the_writer(self, store: Store) -> None:
         # the writer needs the store's lock, which this thread holds: waiting for it would deadlock
         with store.transaction():

@@ -389,8 +389,11 @@ class _Deferred:
                 self._busy = True
             try:
                 job()
-            except Exception as error:  # nobody waits for the write: say so, never crash the thread
-                warnings.warn(f"amorsize could not write to its store: {error}", RuntimeWarning, stacklevel=1)
+            except BaseException as error:  # nobody waits for it: say so; the thread must go on,
+                # or later writes would wait forever (SystemExit too: it means nothing here)
+                warnings.warn(
+                    f"amorsize could not write to its store: {error!r}", RuntimeWarning, stacklevel=1
+                )
             finally:
                 with self._changed:
                     self._busy = False
