@@ -433,6 +433,32 @@ class TestDeferredWrites:
             assert store.runs() == []
         assert [r["n_items"] for r in store.runs()] == [1]
 
+    def test_a_transaction_sees_the_queued_writes_and_its_deletes_last(self, store: Store) -> None:
+        slow = lambda: time.sleep(0.2) or {}  # noqa: E731 - still queued when the transaction begins
+        store.record_run_later({"n_items": 1}, slow)
+        with store.transaction() as conn:
+            assert conn.execute("SELECT n_items FROM runs").fetchall() == [(1,)]
+        store.record_run_later({"n_items": 2}, slow)
+        with store.transaction() as conn:  # as `amorsize store clear --history` does
+            conn.execute("DELETE FROM runs")
+        assert store_module.flush_deferred(timeout=10)
+        assert store.runs() == []
+
+    def test_a_record_run_comes_after_the_queued_ones(self, store: Store) -> None:
+        store.record_run_later({"n_items": 1}, lambda: time.sleep(0.2) or {})
+        store.record_run({"n_items": 2})
+        assert [(r["n_items"], r["id"]) for r in store.runs()] == [(2, 2), (1, 1)]
+
+    @pytest.mark.timeout(30)
+    def test_inside_one_stores_operation_another_store_does_not_wait(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        # the writer waits for `store`, which this thread holds: waiting for the writer would deadlock
+        with Store(tmp_path / "other.sqlite3") as other, store.transaction():
+            store.record_run_later({"n_items": 1})
+            assert other.runs() == [] and other.last_run_id() == 0
+        assert [r["n_items"] for r in store.runs()] == [1]
+
     @pytest.mark.timeout(60)
     def test_written_at_exit(self, tmp_path: Path, fresh_python: Callable[..., str]) -> None:
         path = tmp_path / "s.sqlite3"

@@ -354,9 +354,9 @@ class _Deferred:
 
     A run's history row costs 1–3 ms to write (more while the WAL is checkpointed), after the run's
     last result: on a 10 ms job that is a fifth of its time. :meth:`Store.record_run_later` queues it
-    here instead. Queued writes are done before any later :meth:`Store.runs`,
-    :meth:`Store.last_run_id` or :meth:`Store.close` in this process returns (:meth:`drain`), before
-    this process forks (the store must be idle then) and at the interpreter's exit.
+    here instead. Queued writes are done before any later operation of this process that could
+    see the run history (:meth:`Store.runs`, :meth:`Store.transaction`…, through :meth:`drain`),
+    before this process forks (the store must be idle then) and at the interpreter's exit.
     """
 
     def __init__(self) -> None:
@@ -401,6 +401,9 @@ class _Deferred:
 
 
 _DEFERRED = _Deferred()
+
+#: Per thread: how many store operations (of any store) the thread is inside (see ``Store._drain``).
+_INSIDE = threading.local()
 
 
 def flush_deferred(timeout: float | None = None) -> bool:
@@ -548,7 +551,9 @@ class Store(ClosingContext):
         """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``), rolled back on error.
 
         For package modules that keep their own tables (added by a migration): everything done with
-        the yielded connection inside the block commits together.
+        the yielded connection inside the block commits together. It begins after this process's
+        deferred writes (:meth:`record_run_later`) are done, so what it reads includes them and
+        what it deletes stays deleted.
 
         Yields:
             The connection, for this thread only and only inside the block.
@@ -556,34 +561,39 @@ class Store(ClosingContext):
         Raises:
             StoreError: the database failed or stayed locked longer than :data:`BUSY_TIMEOUT`.
         """
-        with self._lock, _translated(self.path):
-            conn = self._connection()
-            self._depth += 1
+        self._drain()
+        with self._writing() as conn:
+            yield conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`transaction` without waiting for the deferred writes (they never touch ``kv``)."""
+        with self._reading() as conn:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            finally:
-                self._depth -= 1
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock, _translated(self.path):
             conn = self._connection()
             self._depth += 1
+            _INSIDE.depth = getattr(_INSIDE, "depth", 0) + 1
             try:
                 yield conn
             finally:
                 self._depth -= 1
+                _INSIDE.depth -= 1
 
     def _drain(self) -> None:
         """Wait for the deferred writes (:meth:`record_run_later`), unless this thread is inside an
-        operation of this store (the writer would wait for it: it sees the writes made so far)."""
-        if not _held_here(self._lock):
+        operation of a store: the writer may need that store's lock, so waiting for it could
+        deadlock (the operation then sees the writes made so far)."""
+        if not getattr(_INSIDE, "depth", 0):
             _DEFERRED.drain()
 
     def close(self) -> None:
@@ -629,7 +639,7 @@ class Store(ClosingContext):
             StoreError: the database failed.
         """
         text = _dumps(value, f"the value for {namespace}/{key}")
-        with self.transaction() as conn:
+        with self._writing() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO kv (namespace, key, value, updated) VALUES (?, ?, ?, ?)",
                 (namespace, key, text, time.time()),
@@ -644,7 +654,7 @@ class Store(ClosingContext):
         Raises:
             StoreError: the database failed.
         """
-        with self.transaction() as conn:
+        with self._writing() as conn:
             cursor = conn.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
         return cursor.rowcount > 0
 
@@ -669,7 +679,7 @@ class Store(ClosingContext):
         Raises:
             StoreError: the database failed.
         """
-        with self.transaction() as conn:
+        with self._writing() as conn:
             cursor = conn.execute("DELETE FROM kv WHERE namespace = ?", (namespace,))
         return cursor.rowcount
 
@@ -697,7 +707,8 @@ class Store(ClosingContext):
         extra = {k: v for k, v in record.items() if k not in RUN_COLUMNS and k != "id"}
         extra_text = _dumps(extra, "a run record's extra fields")
         placeholders = ", ".join("?" * (len(RUN_COLUMNS) + 1))
-        with self.transaction() as conn:
+        self._drain()  # after the queued rows: ids follow the order of the calls
+        with self._writing() as conn:
             cursor = conn.execute(
                 f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, extra) VALUES ({placeholders})",
                 (float(when), *columns, extra_text),
@@ -713,8 +724,9 @@ class Store(ClosingContext):
         """Append one run to the history from a background thread: the caller does not wait.
 
         The write is made in order with this process's other deferred writes, and before any later
-        :meth:`runs`, :meth:`last_run_id` or :meth:`close` in this process returns, before the
-        process forks and at the interpreter's exit (see :func:`flush_deferred`). A failure is
+        :meth:`runs`, :meth:`last_run_id`, :meth:`record_run`, :meth:`transaction` or :meth:`close`
+        in this process begins (except inside another store operation of the same thread), before
+        the process forks and at the interpreter's exit (see :func:`flush_deferred`). A failure is
         reported as a ``RuntimeWarning``, since nobody waits for it.
 
         Args:
