@@ -664,6 +664,31 @@ class TestClose:
         assert all(reaped(pid) for pid in pids)  # no zombie either
 
     @pytest.mark.timeout(30)
+    def test_a_failed_start_leaves_no_worker_and_no_thread(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # the second fork fails as fork does when the system is out of processes (EAGAIN)
+        import multiprocessing.process
+
+        real_start = multiprocessing.process.BaseProcess.start
+        started: list[int] = []
+
+        def start(process: multiprocessing.process.BaseProcess) -> None:
+            if started:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            real_start(process)
+            assert process.pid is not None
+            started.append(process.pid)
+
+        monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+        before = set(threading.enumerate())
+        with pytest.raises(BlockingIOError):
+            ProcessBackend(2, start_method="fork")
+        assert started and reaped(started[0])
+        assert wait_until(lambda: set(threading.enumerate()) <= before, 5)  # the manager ended…
+        assert not caplog.records  # … told to, not by its pipe closed under it
+
+    @pytest.mark.timeout(30)
     def test_exit_without_close_leaves_no_workers(self, tmp_path: Path) -> None:
         script = tmp_path / "leaky.py"
         script.write_text(
