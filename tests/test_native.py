@@ -104,3 +104,35 @@ class TestBlasLibrariesMapped:
     def test_unreadable_maps_mean_unknown(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(_native, "_MAPS", "/nonexistent/maps")
         assert _native.blas_libraries_mapped() is None
+
+
+class TestBlasController:
+    """``blas_controller``: one scan, kept until a shared object is loaded or unloaded."""
+
+    @pytest.mark.skipif(_native._load_counts() is None, reason="no dl_iterate_phdr load counts here")
+    @pytest.mark.timeout(60)
+    def test_a_library_loaded_later_is_found(self, fresh_python: Callable[..., str]) -> None:
+        pytest.importorskip("numpy")
+        out = fresh_python(
+            """
+            from amorsize import _native
+            before, counts = _native.blas_controller(), _native._load_counts()
+            import numpy  # loads OpenBLAS (or MKL): the kept "none" must not be believed
+            after = _native.blas_controller()
+            print(before is None, after is not None, _native._load_counts() > counts)
+            """
+        )
+        assert out.split() == ["True", "True", "True"], out
+
+    @pytest.mark.skipif(_native._load_counts() is None, reason="no dl_iterate_phdr load counts here")
+    def test_the_scan_is_made_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        pytest.importorskip("numpy")
+        first = _native.blas_controller()
+        assert first is not None
+
+        def scan_again() -> bool:
+            raise AssertionError("scanned again although no library was loaded")
+
+        monkeypatch.setattr(_native, "blas_libraries_mapped", scan_again)
+        assert _native.blas_controller() is first
+        assert _native.blas_above(10_000) is None and _native.blas_above(0) is first

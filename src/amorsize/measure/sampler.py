@@ -56,7 +56,7 @@ from typing import Any
 
 import cloudpickle
 
-from amorsize._native import blas_libraries_mapped, blas_modules_loaded, limited_quietly
+from amorsize._native import blas_controller, blas_modules_loaded, limited_quietly
 from amorsize.core.types import IO_BOUND_CPU_RATIO, MAX_WAIT_THREADS, Profile, pstdev
 from amorsize.errors import ConfigurationError, SamplingError
 from amorsize.measure.gil import MIN_SAMPLES as MIN_CANARY_SAMPLES
@@ -316,18 +316,16 @@ def _name(func: Callable[..., Any]) -> str:
 def blas_threads_loaded() -> int:
     """Largest thread count of a loaded BLAS/OpenMP library, 0 when none.
 
-    Not looked for when none is mapped (:func:`~amorsize._native.blas_libraries_mapped`; where
-    that cannot be read, without a module that loads one: :func:`~amorsize._native.blas_modules_loaded`).
-    The maps also show a library that a module outside that list loaded (OpenMP in a gradient
-    boosting library, say).
+    Found by :func:`~amorsize._native.blas_controller` (a scan is reused until a library loads):
+    not looked for when none is mapped, nor, where the maps cannot be read, without a module that
+    loads one (:func:`~amorsize._native.blas_modules_loaded`). The maps also show a library that a
+    module outside that list loaded (OpenMP in a gradient boosting library, say).
     """
-    mapped = blas_libraries_mapped()
-    if mapped is False or (mapped is None and not blas_modules_loaded()):
-        return 0
     try:
-        from threadpoolctl import threadpool_info
-
-        return max((int(info.get("num_threads", 0)) for info in threadpool_info()), default=0)
+        controller = blas_controller(blind=blas_modules_loaded())
+        if controller is None:
+            return 0
+        return max((int(lib.num_threads or 0) for lib in controller.lib_controllers), default=0)
     except Exception:
         return 0
 
@@ -1192,7 +1190,7 @@ def _capped_probe(
     from threadpoolctl import ThreadpoolController
 
     mean = statistics.fmean(measured.durations)
-    controller = ThreadpoolController()
+    controller = blas_controller() or ThreadpoolController()
     with limited_quietly(controller, blas_cap) as quiet:
         threads = 2 if quiet else 1
         per_thread = max(1, min(PROBE_MAX_ITEMS_PER_THREAD, round(window / max(mean, 1e-9))))
