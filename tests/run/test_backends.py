@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
@@ -34,6 +35,7 @@ from amorsize._native import only_caller_runs_user_code  # noqa: E402
 from amorsize.errors import ItemTimeoutError, WorkerDiedError  # noqa: E402
 from amorsize.run import pools  # noqa: E402
 from amorsize.run.backend import Backend, ChunkOutcome, ChunkTask, FunctionRef  # noqa: E402
+from amorsize.run.backends import processes as processes_module  # noqa: E402
 from amorsize.run.backends.processes import ProcessBackend, RemoteError, RemoteTraceback  # noqa: E402
 from amorsize.run.backends.serial import SerialBackend  # noqa: E402
 from amorsize.run.backends.threads import ThreadBackend, _Job  # noqa: E402
@@ -282,6 +284,73 @@ class TestProcessPickling:
             sizes = [300_000, 10, 200_000, 20, 30, 100_000, 40]
             futures = [backend.submit(ChunkTask(i, 0, [bytes(n)], ref)) for i, n in enumerate(sizes)]
             assert [f.result(20).results[0] for f in futures] == sizes
+
+
+def _pipe_capacity(fd: int) -> int:
+    import fcntl
+
+    return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+
+
+def _sender_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("amorsize-sender-")]
+
+
+@pytest.mark.skipif(
+    not hasattr(processes_module.fcntl, "F_SETPIPE_SZ"), reason="pipes are resized on Linux only"
+)
+class TestGrownPipes:
+    """Worker pipes of ``PIPE_SIZE`` on Linux, within ``PIPE_BUDGET`` for the process."""
+
+    @pytest.mark.timeout(20)
+    def test_frames_below_a_quarter_of_the_pipe_need_no_sender_thread(self) -> None:
+        with ProcessBackend(1, start_method="fork") as backend:
+            worker = backend._pool.workers[0]
+            assert _pipe_capacity(worker.tasks.fileno()) == processes_module.PIPE_SIZE
+            assert _pipe_capacity(worker.results.fileno()) == processes_module.PIPE_SIZE
+            ref = FunctionRef.create(lambda blob: blob[::-1])
+            blob = bytes(range(256)) * 160  # 40 KB: beyond the default pipe's inline limit
+            futures = [backend.submit(ChunkTask(i, 0, [blob], ref)) for i in range(4)]
+            assert all(f.result(20).results == [blob[::-1]] for f in futures)
+            assert worker.sender is None and not _sender_threads()
+            big = bytes(processes_module.PIPE_SIZE)  # beyond a quarter: the sender thread writes it
+            assert run(backend, [big], len).results == [len(big)]
+            assert worker.sender is not None
+
+    @pytest.mark.timeout(20)
+    def test_the_budget_caps_what_the_process_adds(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        extra = processes_module.PIPE_SIZE - processes_module._DEFAULT_PIPE_SIZE
+        before = processes_module._PIPES.used
+        monkeypatch.setattr(processes_module, "PIPE_BUDGET", before + 3 * extra)  # 1½ workers' worth
+        with ProcessBackend(2, start_method="fork") as backend:
+            capacities = sorted(
+                (_pipe_capacity(w.tasks.fileno()), _pipe_capacity(w.results.fileno()))
+                for w in backend._pool.workers
+            )
+            assert processes_module._PIPES.used == before + 3 * extra
+            assert run(backend, list(range(100)), workfuncs.square).results == [x * x for x in range(100)]
+        grown, default = processes_module.PIPE_SIZE, processes_module._DEFAULT_PIPE_SIZE
+        assert capacities == [(grown, default), (grown, grown)]
+        assert processes_module._PIPES.used == before  # given back at close
+
+    @pytest.mark.timeout(20)
+    def test_a_refused_size_leaves_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import fcntl
+
+        def refuse(fd: int, command: int, arg: int = 0) -> int:
+            if command == fcntl.F_SETPIPE_SZ:  # as for a user whose pipe pages are spent
+                raise PermissionError(1, "Operation not permitted")
+            return int(fcntl.fcntl(fd, command, arg))
+
+        fake = types.SimpleNamespace(F_SETPIPE_SZ=fcntl.F_SETPIPE_SZ, fcntl=refuse)
+        monkeypatch.setattr(processes_module, "fcntl", fake)
+        before = processes_module._PIPES.used
+        with ProcessBackend(1, start_method="fork") as backend:
+            worker = backend._pool.workers[0]
+            assert _pipe_capacity(worker.tasks.fileno()) == processes_module._DEFAULT_PIPE_SIZE
+            assert worker.inline_limit == processes_module.INLINE_SEND_LIMIT
+            assert processes_module._PIPES.used == before
+            assert run(backend, [3], workfuncs.square).results == [9]
 
 
 class TestProcessDeath:
