@@ -151,11 +151,11 @@ class _LoadCounter:
     The C library keeps the two counts (``dlpi_adds``, ``dlpi_subs``; glibc and musl) and hands
     them to a ``dl_iterate_phdr`` callback: one call that stops at the first object, ~1 µs. Where
     there is no such function (macOS, Windows) or it does not report them, :meth:`read` is None.
+    Each call gets its own result list (the callback's ``data``): no lock that a fork could copy
+    while held.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last: tuple[int, int] | None = None
         self._iterate: Any = None
         self._callback: Any = None
         try:
@@ -172,16 +172,17 @@ class _LoadCounter:
                 )
 
             callback_type = ctypes.CFUNCTYPE(
-                ctypes.c_int, ctypes.POINTER(Info), ctypes.c_size_t, ctypes.c_void_p
+                ctypes.c_int, ctypes.POINTER(Info), ctypes.c_size_t, ctypes.py_object
             )
             iterate = ctypes.CDLL(None).dl_iterate_phdr
-            iterate.argtypes = (callback_type, ctypes.c_void_p)
+            iterate.argtypes = (callback_type, ctypes.py_object)
             iterate.restype = ctypes.c_int
             full = ctypes.sizeof(Info)
 
-            def first(info: Any, size: int, _: Any) -> int:
-                contents = info.contents
-                self._last = (contents.adds, contents.subs) if size >= full else None
+            def first(info: Any, size: int, out: list[tuple[int, int]]) -> int:
+                if size >= full:
+                    contents = info.contents
+                    out.append((contents.adds, contents.subs))
                 return 1  # stop: the counts are the same in every entry
 
             self._callback = callback_type(first)
@@ -193,10 +194,9 @@ class _LoadCounter:
         """``(loaded, unloaded)`` so far, or None where the C library does not tell."""
         if self._iterate is None:
             return None
-        with self._lock:
-            self._last = None
-            self._iterate(self._callback, None)
-            return self._last
+        out: list[tuple[int, int]] = []
+        self._iterate(self._callback, out)
+        return out[0] if out else None
 
 
 _COUNTER: _LoadCounter | None = None

@@ -171,14 +171,14 @@ _FRAME_LEN64 = struct.Struct("!Q")
 _spawn_lock = threading.Lock()
 
 
-def _new_spawn_lock() -> None:
+def _after_fork_in_child() -> None:
     global _spawn_lock, _PIPES
     _spawn_lock = threading.Lock()
     _PIPES = _PipeBudget()  # the pipes counted are the parent's (this child closes its copies)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_spawn_lock)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _PipeBudget:
