@@ -343,12 +343,6 @@ FORK_WAIT = 1.0
 EXIT_WAIT = 10.0
 
 
-def _held_here(lock: Any) -> bool:
-    """Whether the calling thread holds the re-entrant ``lock`` (False where that cannot be told)."""
-    is_owned = getattr(lock, "_is_owned", None)
-    return bool(is_owned()) if is_owned is not None else False
-
-
 class _Deferred:
     """Store writes the caller need not wait for, made in order by one daemon thread.
 
@@ -402,8 +396,16 @@ class _Deferred:
 
 _DEFERRED = _Deferred()
 
-#: Per thread: how many store operations (of any store) the thread is inside (see ``Store._drain``).
+#: Per thread: how many store operations (of any store) the thread is inside (see ``_drain_deferred``).
 _INSIDE = threading.local()
+
+
+def _drain_deferred(timeout: float | None = None) -> None:
+    """Wait for the deferred writes (up to ``timeout``), unless this thread is inside an operation
+    of a store: the writer may need that store's lock, so waiting for it could deadlock (the
+    operation then sees the writes made so far)."""
+    if not getattr(_INSIDE, "depth", 0):
+        _DEFERRED.drain(timeout)
 
 
 def flush_deferred(timeout: float | None = None) -> bool:
@@ -561,7 +563,7 @@ class Store(ClosingContext):
         Raises:
             StoreError: the database failed or stayed locked longer than :data:`BUSY_TIMEOUT`.
         """
-        self._drain()
+        _drain_deferred()
         with self._writing() as conn:
             yield conn
 
@@ -589,16 +591,9 @@ class Store(ClosingContext):
                 self._depth -= 1
                 _INSIDE.depth -= 1
 
-    def _drain(self) -> None:
-        """Wait for the deferred writes (:meth:`record_run_later`), unless this thread is inside an
-        operation of a store: the writer may need that store's lock, so waiting for it could
-        deadlock (the operation then sees the writes made so far)."""
-        if not getattr(_INSIDE, "depth", 0):
-            _DEFERRED.drain()
-
     def close(self) -> None:
         """Close the connection (after its deferred writes); later calls raise StoreError. Idempotent."""
-        self._drain()
+        _drain_deferred()
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
@@ -707,7 +702,7 @@ class Store(ClosingContext):
         extra = {k: v for k, v in record.items() if k not in RUN_COLUMNS and k != "id"}
         extra_text = _dumps(extra, "a run record's extra fields")
         placeholders = ", ".join("?" * (len(RUN_COLUMNS) + 1))
-        self._drain()  # after the queued rows: ids follow the order of the calls
+        _drain_deferred()  # after the queued rows: ids follow the order of the calls
         with self._writing() as conn:
             cursor = conn.execute(
                 f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, extra) VALUES ({placeholders})",
@@ -759,7 +754,7 @@ class Store(ClosingContext):
         Raises:
             StoreError: the database failed.
         """
-        self._drain()
+        _drain_deferred()
         with self._reading() as conn:
             (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
         return int(last)
@@ -786,7 +781,7 @@ class Store(ClosingContext):
             query += " WHERE function_key = ?"
             params = (function_key,)
         query += " ORDER BY time DESC, id DESC LIMIT ?"
-        self._drain()
+        _drain_deferred()
         with self._reading() as conn:
             rows = conn.execute(query, (*params, limit)).fetchall()
         result = []
@@ -798,8 +793,7 @@ class Store(ClosingContext):
 
 
 def _before_fork() -> None:
-    if not any(_held_here(store._lock) for store in list(_LIVE_STORES)):
-        _DEFERRED.drain(FORK_WAIT)  # an idle store closes its connection; a writing one cannot
+    _drain_deferred(FORK_WAIT)  # an idle store closes its connection; a writing one cannot
     _HELD_ACROSS_FORK[:] = [store for store in list(_LIVE_STORES) if store._before_fork()]
 
 

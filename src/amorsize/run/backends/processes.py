@@ -414,7 +414,7 @@ class _Worker:
         results: Connection,
         slot: Any,
         pidfd: int | None,
-        capacities: tuple[int, int] = (_DEFAULT_PIPE_SIZE, _DEFAULT_PIPE_SIZE),
+        capacities: tuple[int, int],
     ) -> None:
         self.proc = proc
         self.pidfd = pidfd  # readable once the process has exited; None: watch its sentinel instead
